@@ -1,0 +1,287 @@
+"""The interface every technology fills in: public template methods over private hooks.
+
+The shared part — parse the envelope, run the pipeline, decide retry vs dead letter, keep
+status and metrics — lives here once. A backend only moves messages: `_publish`, `_run`,
+`_dlq_list`, `_redrive`, `_transport_stats`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import socket
+import time
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+from redis.asyncio import Redis
+
+from labkit import keys
+from labkit.booking import Booking, Envelope, InvalidJob, parse_envelope
+from labkit.effects import Effects
+from labkit.faults import FaultStore
+from labkit.metrics import Metrics
+from labkit.pipeline import Outcome, PermanentError, Pipeline, backoff_s
+from labkit.settings import Settings
+from labkit.status import State, StatusStore
+
+WORKER_SEEN_S = 5.0  # a worker that has not checked in for this long no longer counts
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What the transport must do with a message after one attempt."""
+
+    action: str  # "ack" | "retry" | "dead"
+    delay_s: float = 0.0
+    reason: str = ""
+
+
+ACK = Verdict("ack")
+
+
+@dataclass
+class DeadLetter:
+    id: str  # the technology's own id of the dead-lettered message
+    booking_id: str | None
+    reason: str
+    attempts: int
+    payload: str
+    failed_at: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class LaneStats:
+    lane: str
+    waiting: int = 0
+    active: int = 0
+    retrying: int = 0
+    completed: int = 0
+    rejected: int = 0
+    dead_lettered: int = 0
+    dlq_size: int = 0
+    lag: int | None = None
+    workers: int = 0
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Backend(ABC):
+    lane: ClassVar[str]
+
+    def __init__(self, *, settings: Settings, redis: Redis) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.status = StatusStore(redis)
+        self.metrics = Metrics(redis)
+        self.faults = FaultStore(redis)
+        self.effects = Effects(
+            redis=redis,
+            lane=self.lane,
+            home=settings.home,
+            metrics=self.metrics,
+            idempotency=settings.idempotency,
+        )
+        self.pipeline = Pipeline(effects=self.effects, faults=self.faults, time_scale=settings.time_scale)
+        self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+
+    # -- publishing ------------------------------------------------------------------------
+    async def publish(self, booking: Booking, **options: Any) -> str:
+        return (await self.publish_many([booking], **options))[0]
+
+    async def publish_many(self, bookings: Sequence[Booking], **options: Any) -> list[str]:
+        envelopes = [Envelope.wrap(b) for b in bookings]
+        pipe = self.redis.pipeline(transaction=False)
+        for env in envelopes:
+            # queued before the message exists, so a fast worker never overtakes the status
+            await self.status.queue_transition(
+                pipe, self.lane, env.data.bookingId, job_id=env.jobId, published_at=env.published_at
+            )
+        await pipe.execute()
+        ids = await self._publish([(env.jobId, env.data.hotelId, env.to_json()) for env in envelopes], **options)
+        await self.metrics.incr(self.lane, "published", len(envelopes))
+        return ids
+
+    async def publish_raw(self, payload: str, *, key: str = "raw") -> str:
+        """Publish bytes that may not be a valid job at all: for poison-message lessons."""
+        return (await self._publish([(f"raw-{uuid.uuid4().hex[:8]}", key, payload)]))[0]
+
+    # -- processing ------------------------------------------------------------------------
+    async def process(self, payload: str | bytes | dict, *, attempt: int, job_id: str = "") -> Verdict:
+        """One attempt at one message, whichever technology delivered it."""
+        try:
+            envelope = parse_envelope(payload)
+        except InvalidJob as exc:
+            await self._mark_dead(_booking_id_of(payload), f"invalid job: {exc}", attempt)
+            return Verdict("dead", reason=f"invalid job: {exc}")
+        booking = envelope.data
+        booking_id = booking.bookingId
+
+        async def report(progress: int | None, note: str) -> None:
+            await self.status.transition(
+                self.lane, booking_id, State.ACTIVE, progress=progress, attempt=attempt,
+                detail=note, job_id=job_id,
+            )
+            if progress is not None:
+                await self._on_progress(progress)
+
+        await self.metrics.incr(self.lane, "started")
+        try:
+            outcome = await self.pipeline.run(booking, attempt=attempt, report=report)
+        except PermanentError as exc:
+            await self._mark_dead(booking_id, f"permanent: {exc}", attempt)
+            return Verdict("dead", reason=f"permanent: {exc}")
+        except Exception as exc:  # noqa: BLE001 - any other failure is worth a retry
+            reason = f"{type(exc).__name__}: {exc}"
+            if attempt >= self.settings.max_attempts:
+                reason = f"{reason} (gave up after {attempt} attempts)"
+                await self._mark_dead(booking_id, reason, attempt)
+                return Verdict("dead", reason=reason)
+            delay_s = self.retry_delay_s(attempt, salt=booking_id)
+            await self.status.transition(
+                self.lane, booking_id, State.RETRYING, attempt=attempt,
+                detail=f"{reason}; retry in {delay_s:.2f}s",
+            )
+            await self.metrics.incr(self.lane, "retried")
+            return Verdict("retry", delay_s=delay_s, reason=reason)
+        final = State.COMPLETED if outcome is Outcome.CONFIRMED else State.REJECTED
+        change = await self.status.transition(self.lane, booking_id, final, attempt=attempt)
+        await self._count_terminal(change, final.value)
+        return ACK
+
+    def retry_delay_s(self, attempt: int, *, salt: str) -> float:
+        # Seeded by booking and attempt: the same lesson shows the same backoff timeline.
+        rng = random.Random(f"{salt}:{attempt}")
+        return backoff_s(
+            attempt, base_s=self.settings.backoff_base_s, max_s=self.settings.backoff_max_s, rng=rng
+        )
+
+    async def _mark_dead(self, booking_id: str | None, reason: str, attempt: int) -> None:
+        if booking_id:
+            change = await self.status.transition(
+                self.lane, booking_id, State.DEAD_LETTERED, attempt=attempt, detail=reason
+            )
+            await self._count_terminal(change, "dead_lettered")
+        else:
+            await self.metrics.incr(self.lane, "dead_lettered")
+
+    async def _count_terminal(self, change, counter: str) -> None:
+        if not change.first_terminal:
+            return
+        await self.metrics.incr(self.lane, counter)
+        if change.published_at:
+            await self.metrics.observe_latency(self.lane, max(0.0, time.time() - change.published_at))
+
+    async def _on_progress(self, progress: int) -> None:
+        """Hook: a technology with native progress (BullMQ) mirrors it there."""
+
+    # -- workers ---------------------------------------------------------------------------
+    async def run_worker(
+        self, *, concurrency: int = 1, stop: asyncio.Event | None = None, burst: bool = False
+    ) -> None:
+        """Process until `stop` is set (or, in burst mode, until nothing is left to do)."""
+        stop = stop or asyncio.Event()
+        await self.setup()
+        beat = asyncio.create_task(self._check_in(concurrency))
+        try:
+            await self._run(concurrency=concurrency, stop=stop, burst=burst)
+        finally:
+            beat.cancel()
+            await self.redis.hdel(keys.workers(self.lane), self.worker_id)
+
+    async def _check_in(self, concurrency: int) -> None:
+        info = {"pid": os.getpid(), "concurrency": concurrency, "started": time.time()}
+        while True:
+            info["seen"] = time.time()
+            await self.redis.hset(keys.workers(self.lane), self.worker_id, json.dumps(info))
+            await asyncio.sleep(1.0)
+
+    async def live_workers(self) -> dict[str, dict[str, Any]]:
+        raw = await self.redis.hgetall(keys.workers(self.lane))
+        now = time.time()
+        out = {}
+        for worker_id, text in raw.items():
+            info = json.loads(text)
+            if now - info["seen"] <= WORKER_SEEN_S:
+                out[_s(worker_id)] = info
+        return out
+
+    # -- dead letters and stats --------------------------------------------------------------
+    async def dlq_list(self, limit: int = 100) -> list[DeadLetter]:
+        return await self._dlq_list(limit)
+
+    async def dlq_redrive(self, limit: int = 1000) -> int:
+        """Send dead letters back to the work queue; their bookings start over as queued."""
+        letters = await self._dlq_list(limit)
+        for letter in letters:
+            if letter.booking_id:
+                await self.status.transition(
+                    self.lane, letter.booking_id, State.QUEUED, progress=0, attempt=0,
+                    detail="redriven from the dead-letter queue",
+                )
+        moved = await self._redrive(letters)
+        await self.metrics.incr(self.lane, "redriven", moved)
+        return moved
+
+    async def stats(self) -> LaneStats:
+        counts = await self.status.counts(self.lane)
+        stats = LaneStats(
+            lane=self.lane,
+            waiting=counts["queued"],
+            active=counts["active"],
+            retrying=counts["retrying"],
+            completed=counts["completed"],
+            rejected=counts["rejected"],
+            dead_lettered=counts["dead-lettered"],
+            workers=len(await self.live_workers()),
+        )
+        await self._transport_stats(stats)
+        return stats
+
+    # -- hooks -------------------------------------------------------------------------------
+    async def setup(self) -> None:
+        """Create groups/queues the technology needs; safe to call again."""
+
+    async def close(self) -> None:
+        """Release client connections (the shared Redis client belongs to the caller)."""
+
+    @abstractmethod
+    async def _publish(self, messages: list[tuple[str, str, str]], **options: Any) -> list[str]:
+        """Publish (job id, partition key, envelope JSON) triples; return the technology's ids."""
+
+    @abstractmethod
+    async def _run(self, *, concurrency: int, stop: asyncio.Event, burst: bool) -> None: ...
+
+    @abstractmethod
+    async def _dlq_list(self, limit: int) -> list[DeadLetter]: ...
+
+    @abstractmethod
+    async def _redrive(self, letters: list[DeadLetter]) -> int: ...
+
+    @abstractmethod
+    async def _transport_stats(self, stats: LaneStats) -> None:
+        """Fill in what only the technology knows: its own depth, lag and DLQ size."""
+
+
+def _booking_id_of(payload: Any) -> str | None:
+    """Best effort: name the booking of an invalid job, so its status shows why it died."""
+    try:
+        data = payload if isinstance(payload, dict) else json.loads(payload)
+        booking_id = data["data"]["bookingId"]
+        return booking_id if isinstance(booking_id, str) and 0 < len(booking_id) <= 64 else None
+    except Exception:  # noqa: BLE001 - anything unreadable simply has no booking id
+        return None
+
+
+def _s(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,205 @@
+"""Redis Streams: XADD, one consumer group, XREADGROUP/XACK, retries through the PEL.
+
+How retries work here (there is no broker-side scheduler):
+- A worker heartbeats its in-flight entries (XCLAIM … JUSTID resets their idle time
+  without counting a delivery), so a busy entry never looks abandoned.
+- A failed entry stays pending and is handed to the parking consumer `retry` (again JUSTID).
+  It becomes due once its idle time passes the backoff for its delivery count.
+- An entry of any other consumer idle longer than `stale_after_s` belongs to a dead worker.
+- Due entries are found with XPENDING … IDLE (XAUTOCLAIM's reply has no delivery counts)
+  and taken with XCLAIM, which counts the delivery: the delivery count is the attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from redis.exceptions import ResponseError
+
+from labkit import names
+from labkit.backends.base import Backend, DeadLetter, LaneStats, Verdict
+
+RETRY_CONSUMER = "retry"
+RETRY_AT_KEY = "lab:streams:retry-at"  # entry id → when its parked retry is due (epoch s)
+STREAM_MAXLEN = 100_000  # approximate trimming keeps the log bounded, as a lesson shows
+BLOCK_MS = 200
+
+
+class StreamsBackend(Backend):
+    lane = "streams"
+
+    async def setup(self) -> None:
+        try:
+            # id 0: entries published before the first worker started are processed too.
+            await self.redis.xgroup_create(names.STREAM, names.GROUP, id="0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def _publish(self, messages: list[tuple[str, str, str]], **options: Any) -> list[str]:
+        pipe = self.redis.pipeline(transaction=False)
+        for job_id, _key, payload in messages:
+            pipe.xadd(
+                names.STREAM, {"job": payload, "jobId": job_id},
+                maxlen=options.get("maxlen", STREAM_MAXLEN), approximate=True,
+            )
+        return [_s(i) for i in await pipe.execute()]
+
+    # -- consuming -------------------------------------------------------------------------
+    async def _run(self, *, concurrency: int, stop: asyncio.Event, burst: bool) -> None:
+        in_flight: dict[str, asyncio.Task] = {}
+        heartbeat = asyncio.create_task(self._heartbeat(in_flight))
+        try:
+            while not stop.is_set():
+                free = concurrency - len(in_flight)
+                if free <= 0:
+                    await asyncio.wait(in_flight.values(), return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                batch = await self._claim_due(free) or await self._read_new(free)
+                for entry_id, fields, attempt in batch:
+                    task = asyncio.create_task(self._handle(entry_id, fields, attempt))
+                    in_flight[entry_id] = task
+                    task.add_done_callback(lambda _t, i=entry_id: in_flight.pop(i, None))
+                if burst and not batch and not in_flight and not await self._pending_count():
+                    return
+            # Graceful stop: finish what we hold, so nothing waits for the stale timeout.
+            if in_flight:
+                await asyncio.wait(list(in_flight.values()))
+        finally:
+            heartbeat.cancel()
+
+    async def _read_new(self, count: int) -> list[tuple[str, dict, int]]:
+        reply = await self.redis.xreadgroup(
+            names.GROUP, self.worker_id, {names.STREAM: ">"}, count=count, block=BLOCK_MS
+        )
+        return [(_s(i), f, 1) for _stream, entries in reply or [] for i, f in entries]
+
+    async def _claim_due(self, count: int) -> list[tuple[str, dict, int]]:
+        stale_ms = int(self.settings.stale_after_s * 1000)
+        shortest_backoff_ms = int(self.settings.backoff_base_s * 500)
+        pending = await self.redis.xpending_range(
+            names.STREAM, names.GROUP, min="-", max="+", count=max(count * 4, 20),
+            idle=min(stale_ms, shortest_backoff_ms),
+        )
+        retry_at = await self._retry_times([_s(p["message_id"]) for p in pending])
+        due = [p for p in pending if self._is_due(p, stale_ms, retry_at)][:count]
+        if not due:
+            return []
+        deliveries = {_s(p["message_id"]): p["times_delivered"] for p in due}
+        claimed = await self.redis.xclaim(
+            names.STREAM, names.GROUP, self.worker_id,
+            min_idle_time=min(stale_ms, shortest_backoff_ms), message_ids=list(deliveries),
+        )
+        batch = []
+        for entry_id, fields in claimed:
+            entry_id = _s(entry_id)
+            if fields is None:  # trimmed while pending: nothing left to retry
+                await self._dead_letter(entry_id, {}, Verdict("dead", reason="entry trimmed"), 0)
+                continue
+            batch.append((entry_id, fields, deliveries[entry_id] + 1))
+        return batch
+
+    async def _retry_times(self, entry_ids: list[str]) -> dict[str, float]:
+        if not entry_ids:
+            return {}
+        values = await self.redis.hmget(RETRY_AT_KEY, entry_ids)
+        return {i: float(v) for i, v in zip(entry_ids, values, strict=True) if v is not None}
+
+    @staticmethod
+    def _is_due(pending: dict[str, Any], stale_ms: int, retry_at: dict[str, float]) -> bool:
+        if _s(pending["consumer"]) == RETRY_CONSUMER:
+            return time.time() >= retry_at.get(_s(pending["message_id"]), 0)
+        return pending["time_since_delivered"] >= stale_ms
+
+    async def _handle(self, entry_id: str, fields: dict, attempt: int) -> None:
+        verdict = await self.process(fields.get("job", ""), attempt=attempt, job_id=entry_id)
+        if verdict.action == "ack":
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.xack(names.STREAM, names.GROUP, entry_id)
+            pipe.hdel(RETRY_AT_KEY, entry_id)
+            await pipe.execute()
+        elif verdict.action == "retry":
+            # Park it: still pending (nothing is lost), owned by no live worker, due later.
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.hset(RETRY_AT_KEY, entry_id, repr(time.time() + verdict.delay_s))
+            pipe.xclaim(
+                names.STREAM, names.GROUP, RETRY_CONSUMER, min_idle_time=0,
+                message_ids=[entry_id], justid=True,
+            )
+            await pipe.execute()
+        else:
+            await self._dead_letter(entry_id, fields, verdict, attempt)
+
+    async def _dead_letter(self, entry_id: str, fields: dict, verdict: Verdict, attempt: int) -> None:
+        pipe = self.redis.pipeline(transaction=True)  # DLQ entry and ack together, or neither
+        pipe.xadd(
+            names.STREAM_DLQ,
+            {"job": fields.get("job", ""), "reason": verdict.reason, "attempts": attempt,
+             "source": entry_id},
+        )
+        pipe.xack(names.STREAM, names.GROUP, entry_id)
+        pipe.hdel(RETRY_AT_KEY, entry_id)
+        await pipe.execute()
+
+    async def _heartbeat(self, in_flight: dict[str, asyncio.Task]) -> None:
+        while True:
+            await asyncio.sleep(self.settings.stale_after_s / 4)
+            if in_flight:
+                await self.redis.xclaim(
+                    names.STREAM, names.GROUP, self.worker_id, min_idle_time=0,
+                    message_ids=list(in_flight), justid=True,
+                )
+
+    async def _pending_count(self) -> int:
+        summary = await self.redis.xpending(names.STREAM, names.GROUP)
+        return int(summary["pending"])
+
+    # -- dead letters and stats --------------------------------------------------------------
+    async def _dlq_list(self, limit: int) -> list[DeadLetter]:
+        entries = await self.redis.xrange(names.STREAM_DLQ, count=limit)
+        return [_letter(_s(i), f) for i, f in entries]
+
+    async def _redrive(self, letters: list[DeadLetter]) -> int:
+        pipe = self.redis.pipeline(transaction=True)
+        for letter in letters:
+            pipe.xadd(names.STREAM, {"job": letter.payload, "redrivenFrom": letter.id})
+            pipe.xdel(names.STREAM_DLQ, letter.id)
+        await pipe.execute()
+        return len(letters)
+
+    async def _transport_stats(self, stats: LaneStats) -> None:
+        await self.setup()
+        groups = {_s(g["name"]): g for g in await self.redis.xinfo_groups(names.STREAM)}
+        group = groups.get(names.GROUP, {})
+        parked = 0
+        for consumer in await self.redis.xinfo_consumers(names.STREAM, names.GROUP):
+            if _s(consumer["name"]) == RETRY_CONSUMER:
+                parked = consumer["pending"]
+        stats.lag = group.get("lag")
+        stats.dlq_size = await self.redis.xlen(names.STREAM_DLQ)
+        stats.detail = {
+            "length": await self.redis.xlen(names.STREAM),
+            "pending": group.get("pending", 0),
+            "parked_for_retry": parked,
+            "last_delivered_id": _s(group.get("last-delivered-id", "")),
+        }
+
+
+def _letter(entry_id: str, fields: dict) -> DeadLetter:
+    from labkit.backends.base import _booking_id_of
+
+    payload = _s(fields.get("job", ""))
+    return DeadLetter(
+        id=entry_id,
+        booking_id=_booking_id_of(payload),
+        reason=_s(fields.get("reason", "")),
+        attempts=int(fields.get("attempts", 0)),
+        payload=payload,
+        failed_at=int(entry_id.split("-")[0]) / 1000,
+    )
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)

@@ -1,0 +1,198 @@
+"""The pipeline's side effects: payment ledger, PDF, e-mail, inventory — idempotent per lane.
+
+At-least-once delivery means any step may run twice (a crash after the charge, a stalled
+job). Each effect remembers what it did per booking, so the second run replays the first
+result. `idempotency=False` turns that off so a lesson can count the duplicates it prevents;
+duplicates are counted either way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+from dataclasses import dataclass
+from email.message import EmailMessage
+from pathlib import Path
+
+from redis.asyncio import Redis
+
+from labkit import keys
+from labkit.booking import Booking
+from labkit.metrics import Metrics
+
+DEFAULT_ROOMS = 100
+
+_CHARGE = """
+if ARGV[5] == '1' then
+  local prev = redis.call('HGET', KEYS[1], ARGV[1])
+  if prev then
+    if tonumber(cjson.decode(prev).amount) ~= tonumber(ARGV[3]) then return {'mismatch', prev, 0} end
+    return {'replay', prev, 0}
+  end
+end
+local rec = cjson.encode({chargeId=ARGV[4], bookingId=ARGV[2], amount=tonumber(ARGV[3]),
+  at=ARGV[6], refunded=false})
+redis.call('HSET', KEYS[1], ARGV[1], rec)
+local n = redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+return {'new', rec, n}
+"""
+
+_REFUND = """
+local prev = redis.call('HGET', KEYS[1], ARGV[1])
+if not prev then return 0 end
+local rec = cjson.decode(prev)
+if rec.refunded then return 0 end
+rec.refunded = true
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(rec))
+return 1
+"""
+
+_RESERVE = """
+local member = redis.call('SISMEMBER', KEYS[2], ARGV[2])
+if ARGV[3] == '1' and member == 1 then return {'already', 0, 0} end
+redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[4])
+local rooms = tonumber(redis.call('HGET', KEYS[1], ARGV[1]))
+if rooms <= 0 then return {'full', rooms, member} end
+rooms = redis.call('HINCRBY', KEYS[1], ARGV[1], -1)
+redis.call('SADD', KEYS[2], ARGV[2])
+return {'reserved', rooms, member}
+"""
+
+
+class PaymentMismatch(ValueError):
+    """The same idempotency key arrived with another amount: never charge it."""
+
+
+@dataclass(frozen=True)
+class Charge:
+    charge_id: str
+    amount_cents: int
+    replayed: bool
+
+
+class Effects:
+    def __init__(
+        self, *, redis: Redis, lane: str, home: Path, metrics: Metrics, idempotency: bool = True
+    ) -> None:
+        self._redis = redis
+        self.lane = lane
+        self.idempotency = idempotency
+        self._metrics = metrics
+        self._charge = redis.register_script(_CHARGE)
+        self._refund = redis.register_script(_REFUND)
+        self._reserve = redis.register_script(_RESERVE)
+        self.confirmations_dir = home / "lanes" / lane / "confirmations"
+        self.outbox_dir = home / "lanes" / lane / "outbox"
+
+    # -- payment ---------------------------------------------------------------------------
+    async def charge(self, booking: Booking, *, idempotency_key: str | None = None) -> Charge:
+        key = idempotency_key or f"payment:{booking.bookingId}"
+        outcome, record, count = await self._charge(
+            keys=[keys.ledger(self.lane), keys.charges(self.lane)],
+            args=[
+                key,
+                booking.bookingId,
+                booking.amount_cents,
+                "ch_" + uuid.uuid4().hex[:16],
+                "1" if self.idempotency else "0",
+                repr(time.time()),
+            ],
+        )
+        rec = json.loads(record)
+        if outcome == "mismatch":
+            raise PaymentMismatch(
+                f"idempotency key {key!r} was used for {rec['amount']} cents, not "
+                f"{booking.amount_cents}"
+            )
+        if outcome == "replay":
+            await self._metrics.incr(self.lane, "replays_prevented")
+        elif int(count) > 1:
+            await self._metrics.incr(self.lane, "duplicate_effects")
+        return Charge(rec["chargeId"], int(rec["amount"]), replayed=outcome == "replay")
+
+    async def refund(self, booking: Booking, *, idempotency_key: str | None = None) -> bool:
+        key = idempotency_key or f"payment:{booking.bookingId}"
+        return bool(await self._refund(keys=[keys.ledger(self.lane)], args=[key]))
+
+    async def charges_made(self, booking_id: str) -> int:
+        return int(await self._redis.hget(keys.charges(self.lane), booking_id) or 0)
+
+    async def ledger_entry(self, booking_id: str) -> dict | None:
+        raw = await self._redis.hget(keys.ledger(self.lane), f"payment:{booking_id}")
+        return json.loads(raw) if raw else None
+
+    # -- documents -------------------------------------------------------------------------
+    def write_confirmation(self, booking: Booking, charge: Charge) -> Path:
+        """Blocking (fpdf2): call it in a thread so the worker's event loop stays free."""
+        from labkit.documents import confirmation_pdf
+
+        path = self.confirmations_dir / f"{booking.bookingId}.pdf"
+        return self._write_once(path, lambda: confirmation_pdf(booking, charge.charge_id))
+
+    def write_email(self, booking: Booking, pdf: Path) -> Path:
+        path = self.outbox_dir / f"{booking.bookingId}.eml"
+        return self._write_once(path, lambda: _email_bytes(booking, pdf))
+
+    def _write_once(self, path: Path, render) -> Path:
+        existed = path.exists()
+        if existed and self.idempotency:
+            self._note_sync("replays_prevented")
+            return path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
+        tmp.write_bytes(render())
+        os.replace(tmp, path)  # atomic: a crash never leaves half a file under the real name
+        if existed:
+            self._note_sync("duplicate_effects")
+        return path
+
+    def _note_sync(self, counter: str) -> None:
+        # Runs in a worker thread: a short-lived sync client avoids sharing the async one.
+        from redis import Redis as SyncRedis
+
+        pool_kwargs = self._redis.connection_pool.connection_kwargs
+        client = SyncRedis(**{k: v for k, v in pool_kwargs.items() if k != "connection_class"})
+        try:
+            client.hincrby(keys.counters(self.lane), counter, 1)
+        finally:
+            client.close()
+
+    # -- inventory -------------------------------------------------------------------------
+    async def stock(self, hotel_rooms: dict[str, int]) -> None:
+        if hotel_rooms:
+            await self._redis.hset(keys.inventory(self.lane), mapping=hotel_rooms)
+
+    async def rooms_left(self, hotel_id: str) -> int | None:
+        raw = await self._redis.hget(keys.inventory(self.lane), hotel_id)
+        return None if raw is None else int(raw)
+
+    async def reserve_room(self, booking: Booking) -> bool:
+        """Take one room atomically; False when the hotel is full (never below zero)."""
+        outcome, _rooms, was_member = await self._reserve(
+            keys=[keys.inventory(self.lane), keys.reservations(self.lane, booking.hotelId)],
+            args=[booking.hotelId, booking.bookingId, "1" if self.idempotency else "0", DEFAULT_ROOMS],
+        )
+        if outcome == "already":
+            await self._metrics.incr(self.lane, "replays_prevented")
+            return True
+        if int(was_member) and outcome == "reserved":
+            await self._metrics.incr(self.lane, "duplicate_effects")
+        if outcome == "full" and int(was_member):
+            return True  # our room was taken by an earlier run of this same booking
+        return outcome == "reserved"
+
+
+def _email_bytes(booking: Booking, pdf: Path) -> bytes:
+    msg = EmailMessage()
+    msg["From"] = "bookings@booking-queue-lab.test"
+    msg["To"] = f"{booking.userId}@guests.booking-queue-lab.test"
+    msg["Subject"] = f"Your booking {booking.bookingId} at hotel {booking.hotelId} is confirmed"
+    msg["Message-ID"] = f"<{booking.bookingId}@booking-queue-lab.test>"
+    msg.set_content(
+        f"Hello {booking.userId},\n\nyour stay at hotel {booking.hotelId} from {booking.checkIn} "
+        f"to {booking.checkOut} for {booking.guests} guest(s) is confirmed.\n"
+    )
+    msg.add_attachment(pdf.read_bytes(), maintype="application", subtype="pdf", filename=pdf.name)
+    return bytes(msg)

@@ -1,0 +1,123 @@
+"""Failure injection, stored in Redis so running workers pick up changes live.
+
+Each decision is seeded by (seed, booking, attempt, step): the same lesson fails the same
+bookings every run, whichever worker happens to take them.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from labkit.keys import FAULTS_KEY
+
+STEPS = ("validate", "payment", "pdf", "email", "inventory")
+KNOBS = {
+    "fail_rate": float,  # chance a step raises a transient error
+    "fail_times": int,  # the first N attempts of every booking fail at this step
+    "latency_s": float,  # extra seconds spent in the step
+    "crash_rate": float,  # chance the worker process dies (os._exit) halfway through the step
+}
+CACHE_S = 0.25
+
+
+class FaultSpecError(ValueError):
+    """A `faults set` assignment labkit does not understand."""
+
+
+@dataclass(frozen=True)
+class Faults:
+    values: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def seed(self) -> int:
+        return int(self.values.get("seed", 7))
+
+    def knob(self, step: str, name: str) -> float:
+        return float(self.values.get(f"{step}.{name}", 0))
+
+    def is_poison(self, booking_id: str) -> bool:
+        return booking_id in self.values.get("poison", "").split(",")
+
+    def roll(self, step: str, name: str, booking_id: str, attempt: int) -> bool:
+        rate = self.knob(step, name)
+        if rate <= 0:
+            return False
+        rng = random.Random(f"{self.seed}:{booking_id}:{attempt}:{step}:{name}")
+        return rng.random() < rate
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, str]:
+    """`payment.fail_rate=0.3 seed=4 poison=bk-1,bk-2` → validated {field: value}."""
+    out: dict[str, str] = {}
+    for item in assignments:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise FaultSpecError(f"{item!r}: expected name=value, e.g. payment.fail_rate=0.3")
+        name = name.strip()
+        if name in {"seed", "poison"}:
+            if name == "seed":
+                _convert(name, value, int)
+            out[name] = value.strip()
+            continue
+        step, _, knob = name.partition(".")
+        if step not in STEPS or knob not in KNOBS:
+            raise FaultSpecError(
+                f"{name!r}: unknown fault; use <step>.<knob> with step in {', '.join(STEPS)} "
+                f"and knob in {', '.join(KNOBS)}, or seed=N, poison=<bookingId,...>"
+            )
+        number = _convert(name, value, KNOBS[knob])
+        if knob.endswith("_rate") and not 0 <= number <= 1:
+            raise FaultSpecError(f"{name}={value}: a rate must be between 0 and 1")
+        if number < 0:
+            raise FaultSpecError(f"{name}={value}: must not be negative")
+        out[name] = str(number)
+    return out
+
+
+def _convert(name: str, value: str, kind: type) -> float:
+    try:
+        return kind(value)
+    except ValueError:
+        raise FaultSpecError(f"{name}={value!r}: not a {kind.__name__}") from None
+
+
+class FaultStore:
+    """Reads and writes the live fault settings; reads are cached briefly per process."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+        self._cached = Faults()
+        self._read_at = 0.0
+
+    async def current(self) -> Faults:
+        if time.monotonic() - self._read_at > CACHE_S:
+            raw = await self._redis.hgetall(FAULTS_KEY)
+            self._cached = Faults({_text(k): _text(v) for k, v in raw.items()})
+            self._read_at = time.monotonic()
+        return self._cached
+
+    async def set(self, assignments: list[str] | dict[str, Any]) -> dict[str, str]:
+        if isinstance(assignments, dict):
+            assignments = [f"{k}={v}" for k, v in assignments.items()]
+        values = parse_assignments(assignments)
+        if values:
+            await self._redis.hset(FAULTS_KEY, mapping=values)
+        self._read_at = 0.0
+        return values
+
+    async def clear(self) -> None:
+        await self._redis.delete(FAULTS_KEY)
+        self._read_at = 0.0
+
+    async def show(self) -> dict[str, str]:
+        self._read_at = 0.0
+        return dict((await self.current()).values)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

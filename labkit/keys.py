@@ -1,0 +1,56 @@
+"""Redis keys of the lab's own state (status, effects, metrics, faults), in one place.
+
+Every key starts with `lab:` so the lab never touches keys it did not create; BullMQ keeps
+its own `bull:` prefix.
+"""
+
+PREFIX = "lab"
+FAULTS_KEY = f"{PREFIX}:faults"
+EVENTS_STREAM = f"{PREFIX}:events"
+EVENTS_MAXLEN = 20_000
+
+
+def status(lane: str, booking_id: str) -> str:
+    return f"{PREFIX}:{lane}:booking:{booking_id}"
+
+
+def history(lane: str, booking_id: str) -> str:
+    return f"{PREFIX}:{lane}:history:{booking_id}"
+
+
+def index(lane: str) -> str:
+    """Sorted set of the lane's bookings by publish time: recent bookings, counts."""
+    return f"{PREFIX}:{lane}:bookings"
+
+
+def state_counts(lane: str) -> str:
+    return f"{PREFIX}:{lane}:states"
+
+
+def ledger(lane: str) -> str:
+    return f"{PREFIX}:{lane}:ledger"
+
+
+def charges(lane: str) -> str:
+    """Hash bookingId → number of charges actually made (a duplicate shows as > 1)."""
+    return f"{PREFIX}:{lane}:charges"
+
+
+def inventory(lane: str) -> str:
+    return f"{PREFIX}:{lane}:rooms"
+
+
+def reservations(lane: str, hotel_id: str) -> str:
+    return f"{PREFIX}:{lane}:reserved:{hotel_id}"
+
+
+def counters(lane: str) -> str:
+    return f"{PREFIX}:{lane}:counters"
+
+
+def latency(lane: str) -> str:
+    return f"{PREFIX}:{lane}:latency"
+
+
+def workers(lane: str) -> str:
+    return f"{PREFIX}:{lane}:workers"

@@ -1,0 +1,114 @@
+"""The five booking steps, their seed durations × time_scale, and progress checkpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from labkit.booking import Booking
+from labkit.effects import Effects, PaymentMismatch
+from labkit.faults import FaultStore
+
+CRASH_EXIT_CODE = 70  # what an injected crash exits with: a kill -9 look-alike, no cleanup
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    seed_duration_s: float
+    progress_after: int | None  # the seed's checkpoints: payment 20, pdf 50, email 80, done 100
+
+
+STEPS = (
+    Step("validate", 2.0, None),
+    Step("payment", 3.0, 20),
+    Step("pdf", 5.0, 50),
+    Step("email", 1.0, 80),
+    Step("inventory", 1.0, 100),
+)
+PROGRESS_CHECKPOINTS = (0, 20, 50, 80, 100)
+
+
+class TransientError(RuntimeError):
+    """Worth another attempt: the step may succeed later (a flaky payment provider)."""
+
+
+class PermanentError(RuntimeError):
+    """No retry can fix it: straight to the dead-letter queue."""
+
+
+class Outcome(StrEnum):
+    CONFIRMED = "completed"
+    REJECTED = "rejected"  # no room left; the charge was refunded
+
+
+Report = Callable[[int | None, str], Awaitable[None]]  # (progress or None, step note)
+
+
+def backoff_s(attempt: int, *, base_s: float, max_s: float, rng: random.Random | None = None) -> float:
+    """Exponential backoff with "equal jitter": half fixed, half random.
+
+    The fixed half keeps delays growing attempt by attempt; the random half spreads out
+    retries of bookings that failed together so they don't stampede the provider again.
+    """
+    ceiling = min(max_s, base_s * 2 ** max(attempt - 1, 0))
+    return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
+
+
+class Pipeline:
+    def __init__(self, *, effects: Effects, faults: FaultStore, time_scale: float) -> None:
+        self.effects = effects
+        self.faults = faults
+        self.time_scale = time_scale
+
+    async def run(self, booking: Booking, *, attempt: int, report: Report) -> Outcome:
+        await report(0, "started")
+        charge = pdf = None
+        for step in STEPS:
+            await report(None, f"{step.name} started")
+            await self._inject(step, booking, attempt)
+            duration_s = step.seed_duration_s * self.time_scale
+            if step.name == "payment":
+                # Charge halfway: a crash in the second half has already charged the card,
+                # which is exactly when idempotency matters.
+                await asyncio.sleep(duration_s / 2)
+                charge = await self._charge(booking)
+                await asyncio.sleep(duration_s / 2)
+            else:
+                await asyncio.sleep(duration_s)
+            if step.name == "pdf":
+                pdf = await asyncio.to_thread(self.effects.write_confirmation, booking, charge)
+            elif step.name == "email":
+                await asyncio.to_thread(self.effects.write_email, booking, pdf)
+            elif step.name == "inventory" and not await self.effects.reserve_room(booking):
+                await self.effects.refund(booking)
+                await report(None, "no room left: charge refunded")
+                return Outcome.REJECTED
+            if step.progress_after is not None:
+                await report(step.progress_after, f"{step.name} done")
+        return Outcome.CONFIRMED
+
+    async def _charge(self, booking: Booking):
+        try:
+            return await self.effects.charge(booking)
+        except PaymentMismatch as exc:
+            raise PermanentError(str(exc)) from None
+
+    async def _inject(self, step: Step, booking: Booking, attempt: int) -> None:
+        faults = await self.faults.current()
+        booking_id = booking.bookingId
+        if faults.knob(step.name, "latency_s"):
+            await asyncio.sleep(faults.knob(step.name, "latency_s"))
+        if faults.roll(step.name, "crash_rate", booking_id, attempt):
+            await asyncio.sleep(step.seed_duration_s * self.time_scale / 2)
+            os._exit(CRASH_EXIT_CODE)  # die mid-step like a kill -9: no finally, no ack
+        if step.name == "validate" and faults.is_poison(booking_id):
+            raise TransientError("poison booking: fails on every attempt")
+        if attempt <= faults.knob(step.name, "fail_times"):
+            raise TransientError(f"{step.name} failed (injected: first attempts fail)")
+        if faults.roll(step.name, "fail_rate", booking_id, attempt):
+            raise TransientError(f"{step.name} failed (injected: fail_rate)")
