@@ -1,0 +1,173 @@
+"""BullMQ (the Python port, on Redis): queue `bookings`, job name `booking`.
+
+BullMQ brings its own job lifecycle: attempts with backoff (`delayed` between tries), locks
+renewed by an asyncio task, a stalled-job checker that returns a dead worker's jobs to the
+queue, and a `failed` set. The lab adds what BullMQ leaves to you: a jittered backoff
+strategy and a dead-letter queue `bookings-dlq` beside the failed set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import json
+from typing import Any
+
+from bullmq import Job, Queue, UnrecoverableError, Worker
+
+from labkit import names
+from labkit.backends.base import Backend, DeadLetter, LaneStats
+
+BACKOFF_TYPE = "jittered-exponential"
+_current_job: contextvars.ContextVar[Job] = contextvars.ContextVar("bullmq_job")
+
+
+class RetryLater(Exception):
+    """Raised to BullMQ so it retries; carries the lab's own jittered delay."""
+
+    def __init__(self, reason: str, delay_ms: int) -> None:
+        super().__init__(reason)
+        self.delay_ms = delay_ms
+
+
+def _backoff_strategy(attempts_made: int, backoff_type: str, err: Exception, job: Job) -> int:
+    # BullMQ's built-in backoffs have no jitter; the delay the lab chose travels in the error.
+    return getattr(err, "delay_ms", 1000)
+
+
+class BullMQBackend(Backend):
+    lane = "bullmq"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._queues: dict[str, Queue] = {}
+
+    def queue(self, name: str = names.QUEUE) -> Queue:
+        # Created lazily: bullmq objects must be made inside a running event loop.
+        if name not in self._queues:
+            self._queues[name] = Queue(name, {"connection": self.settings.redis_url})
+        return self._queues[name]
+
+    async def close(self) -> None:
+        for queue in self._queues.values():
+            await queue.close()
+        self._queues.clear()
+
+    def job_options(self, job_id: str, **options: Any) -> dict[str, Any]:
+        opts: dict[str, Any] = {
+            "jobId": job_id,  # BullMQ ignores a second add with the same id: idempotent enqueue
+            "attempts": self.settings.max_attempts,
+            "backoff": {"type": BACKOFF_TYPE, "delay": int(self.settings.backoff_base_s * 1000)},
+            "removeOnComplete": {"count": 50_000},
+        }
+        for name in ("priority", "delay", "lifo"):
+            if options.get(name) is not None:
+                opts[name] = options[name]
+        return opts
+
+    async def _publish(self, messages: list[tuple[str, str, str]], **options: Any) -> list[str]:
+        jobs = [
+            {"name": names.BULLMQ_JOB_NAME, "data": _data(payload), "opts": self.job_options(job_id, **options)}
+            for job_id, _key, payload in messages
+        ]
+        added = await self.queue().addBulk(jobs)
+        return [job.id for job in added]
+
+    # -- consuming -------------------------------------------------------------------------
+    async def _run(self, *, concurrency: int, stop: asyncio.Event, burst: bool) -> None:
+        stale_ms = int(self.settings.stale_after_s * 1000)
+        worker = Worker(
+            names.QUEUE,
+            self._process_job,
+            {
+                "connection": self.settings.redis_url,
+                "concurrency": concurrency,
+                "lockDuration": stale_ms,
+                "stalledInterval": max(500, stale_ms // 2),
+                # a crash is not the booking's fault: let stalls recover as often as attempts
+                "maxStalledCount": self.settings.max_attempts,
+                "drainDelay": 1,
+                "name": self.worker_id,
+                "settings": {"backoffStrategy": _backoff_strategy},
+            },
+        )
+        try:
+            while not stop.is_set():
+                try:
+                    await asyncio.wait_for(stop.wait(), timeout=0.5)
+                except TimeoutError:
+                    pass
+                if burst and await self._drained():
+                    break
+        finally:
+            await worker.close()  # waits for in-flight jobs: a graceful stop loses nothing
+
+    async def _drained(self) -> bool:
+        counts = await self.queue().getJobCounts("wait", "active", "delayed", "prioritized", "paused")
+        return not any(counts.values())
+
+    async def _process_job(self, job: Job, token: str) -> str:
+        _current_job.set(job)
+        verdict = await self.process(job.data, attempt=job.attemptsMade + 1, job_id=job.id)
+        if verdict.action == "retry":
+            raise RetryLater(verdict.reason, int(verdict.delay_s * 1000))
+        if verdict.action == "dead":
+            await self.queue(names.BULLMQ_DLQ).add(
+                names.BULLMQ_JOB_NAME,
+                {"job": job.data, "reason": verdict.reason, "attempts": job.attemptsMade + 1,
+                 "source": job.id},
+                {"removeOnComplete": True},
+            )
+            raise UnrecoverableError(verdict.reason)  # into BullMQ's failed set, no more tries
+        return "done"
+
+    async def _on_progress(self, progress: int) -> None:
+        job = _current_job.get(None)
+        if job is not None:
+            await job.updateProgress(progress)
+
+    # -- dead letters and stats --------------------------------------------------------------
+    async def _dlq_list(self, limit: int) -> list[DeadLetter]:
+        jobs = await self.queue(names.BULLMQ_DLQ).getWaiting(0, limit - 1)
+        return [_letter(job) for job in jobs if job is not None]
+
+    async def _redrive(self, letters: list[DeadLetter]) -> int:
+        dlq = self.queue(names.BULLMQ_DLQ)
+        for letter in letters:
+            data = _data(letter.payload)
+            job_id = f"{data.get('jobId', 'raw') if isinstance(data, dict) else 'raw'}-redrive-{letter.id}"
+            await self.queue().add(names.BULLMQ_JOB_NAME, data, self.job_options(job_id))
+            await dlq.remove(letter.id)
+        return len(letters)
+
+    async def _transport_stats(self, stats: LaneStats) -> None:
+        counts = await self.queue().getJobCounts(
+            "wait", "active", "delayed", "prioritized", "completed", "failed"
+        )
+        dlq = await self.queue(names.BULLMQ_DLQ).getJobCounts("wait")
+        stats.dlq_size = dlq["wait"]
+        stats.lag = counts["wait"] + counts["prioritized"]
+        stats.detail = {"bullmq_counts": counts}
+
+
+def _data(payload: str) -> Any:
+    """The envelope as BullMQ job data (an object); an unparsable payload stays a string."""
+    try:
+        return json.loads(payload)
+    except (json.JSONDecodeError, TypeError):
+        return payload
+
+
+def _letter(job: Job) -> DeadLetter:
+    data = job.data if isinstance(job.data, dict) else {}
+    original = data.get("job")
+    payload = original if isinstance(original, str) else json.dumps(original)
+    booking_id = original.get("data", {}).get("bookingId") if isinstance(original, dict) else None
+    return DeadLetter(
+        id=str(job.id),
+        booking_id=booking_id if isinstance(booking_id, str) else None,
+        reason=str(data.get("reason", "")),
+        attempts=int(data.get("attempts", 0)),
+        payload=payload,
+        failed_at=job.timestamp / 1000 if job.timestamp else None,
+    )
