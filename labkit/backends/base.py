@@ -53,6 +53,7 @@ class DeadLetter:
     attempts: int
     payload: str
     failed_at: float | None = None
+    key: str = ""  # the partition key it carried (Kafka), so a redrive keeps per-hotel order
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

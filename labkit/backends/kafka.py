@@ -1,0 +1,287 @@
+"""Apache Kafka (kafka-python): topic `bookings` keyed by hotelId, group `booking-workers`.
+
+- Producer: acks=all and idempotence (kafka-python 3.0's defaults, stated anyway).
+- Consumer: auto-commit off; an offset is committed only after its record was handled, so a
+  crash means redelivery (at-least-once), never loss.
+- One partition's records are handled in offset order; partitions run side by side up to
+  `concurrency`. That is Kafka's unit of parallelism: more consumers than partitions idle.
+- Retries never block a partition: a failed record is re-published to `bookings.retry.N`
+  with a `not-before` header and its offset committed. A retry partition whose head is not
+  due yet is paused, and resumed when it is.
+- Dead letters go to `bookings.dlq`; a separate group's committed offset marks how far the
+  DLQ has been redriven.
+
+kafka-python clients are synchronous and not thread-safe: each lives on its own one-thread
+executor, and the asyncio side awaits it there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Any
+
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import CommitFailedError, KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from labkit import names
+from labkit.backends.base import Backend, DeadLetter, LaneStats, Verdict
+
+DLQ_REDRIVE_GROUP = "booking-dlq-redrive"
+WORK_TOPICS = (names.TOPIC, *names.RETRY_TOPICS)
+
+
+class KafkaBackend(Backend):
+    lane = "kafka"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._producer: KafkaProducer | None = None
+        self._producer_thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-producer")
+        self._inspect_thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-inspect")
+        self._inspectors: dict[str, KafkaConsumer] = {}
+        self._topics_ready = False
+
+    # -- clients ---------------------------------------------------------------------------
+    async def _in(self, executor: ThreadPoolExecutor, fn, *args, **kwargs):
+        return await asyncio.get_running_loop().run_in_executor(executor, partial(fn, *args, **kwargs))
+
+    def _producer_client(self) -> KafkaProducer:
+        if self._producer is None:
+            self._producer = KafkaProducer(
+                **self.settings.kafka_config(
+                    acks="all", enable_idempotence=True, linger_ms=5, client_id=f"labkit-{self.worker_id}"
+                )
+            )
+        return self._producer
+
+    def _inspector(self, group: str) -> KafkaConsumer:
+        """A consumer that never joins its group: it only reads committed and end offsets."""
+        if group not in self._inspectors:
+            self._inspectors[group] = KafkaConsumer(
+                **self.settings.kafka_config(group_id=group, enable_auto_commit=False)
+            )
+        return self._inspectors[group]
+
+    async def setup(self) -> None:
+        if not self._topics_ready:
+            from labkit.infra.topics import ensure_topics
+
+            await self._in(self._inspect_thread, ensure_topics, self.settings)
+            self._topics_ready = True
+
+    async def close(self) -> None:
+        def shut() -> None:
+            if self._producer is not None:
+                self._producer.close(timeout=5)
+                self._producer = None
+
+        await self._in(self._producer_thread, shut)
+        for consumer in self._inspectors.values():
+            await self._in(self._inspect_thread, consumer.close, autocommit=False)
+        self._inspectors.clear()
+
+    # -- publishing ------------------------------------------------------------------------
+    async def _publish(self, messages: list[tuple[str, str, str]], **options: Any) -> list[str]:
+        await self.setup()
+        return await self._in(self._producer_thread, self._send_all, names.TOPIC, messages)
+
+    def _send_all(self, topic: str, messages, headers: list | None = None) -> list[str]:
+        producer = self._producer_client()
+        futures = [
+            producer.send(
+                topic, key=key.encode(), value=payload.encode(),
+                headers=[("jobId", job_id.encode()), *(headers or [])],
+            )
+            for job_id, key, payload in messages
+        ]
+        producer.flush()
+        return [f"{m.topic}:{m.partition}:{m.offset}" for m in (f.get(timeout=30) for f in futures)]
+
+    # -- consuming -------------------------------------------------------------------------
+    async def _run(self, *, concurrency: int, stop: asyncio.Event, burst: bool) -> None:
+        thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-consumer")
+        session_ms = int(self.settings.stale_after_s * 1000)
+        consumer = await self._in(
+            thread,
+            KafkaConsumer,
+            *WORK_TOPICS,
+            **self.settings.kafka_config(
+                group_id=names.GROUP,
+                client_id=self.worker_id,
+                enable_auto_commit=False,  # commit after processing, not on a timer
+                auto_offset_reset="earliest",
+                # The 45 s / 3 s defaults make a lab wait most of a minute to notice a dead
+                # worker; the broker allows down to group.min.session.timeout.ms.
+                session_timeout_ms=session_ms,
+                heartbeat_interval_ms=max(300, session_ms // 4),
+                fetch_max_wait_ms=100,  # the default 500 ms shows up as latency
+                max_poll_records=max(concurrency * 4, 10),
+            ),
+        )
+        paused: dict[TopicPartition, float] = {}
+        idle_polls = 0
+        try:
+            while not stop.is_set():
+                await self._resume_due(thread, consumer, paused)
+                batch = await self._in(thread, consumer.poll, timeout_ms=200)
+                if not batch:
+                    idle_polls += 1
+                    if burst and idle_polls >= 3 and not paused and await self._caught_up(thread, consumer):
+                        return
+                    continue
+                idle_polls = 0
+                sem = asyncio.Semaphore(concurrency)
+                done = await asyncio.gather(
+                    *(self._partition(sem, thread, consumer, tp, recs, paused) for tp, recs in batch.items())
+                )
+                offsets = {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in done if pos is not None}
+                if offsets:
+                    await self._commit(thread, consumer, offsets)
+        finally:
+            await self._in(thread, consumer.close)  # leaves the group: partitions move at once
+            thread.shutdown(wait=False)
+
+    async def _partition(self, sem, thread, consumer, tp, records, paused) -> tuple[TopicPartition, int | None]:
+        """Handle one partition's records in offset order; return the offset to commit."""
+        async with sem:
+            position = None
+            for record in records:
+                headers = {k: v.decode() for k, v in record.headers or []}
+                due = float(headers.get("not-before", 0))
+                if due > time.time():
+                    # Not due: rewind to it and pause this retry partition until it is.
+                    await self._in(thread, consumer.seek, tp, record.offset)
+                    await self._in(thread, consumer.pause, tp)
+                    paused[tp] = due
+                    break
+                attempt = int(headers.get("attempt", 1))
+                job_id = f"{tp.topic}:{tp.partition}:{record.offset}"
+                verdict = await self.process(record.value, attempt=attempt, job_id=job_id)
+                await self._route(record, verdict, attempt)
+                position = record.offset + 1
+            return tp, position
+
+    async def _route(self, record, verdict: Verdict, attempt: int) -> None:
+        if verdict.action == "ack":
+            return
+        key = (record.key or b"").decode()
+        job_id = dict(record.headers or []).get("jobId", b"").decode() or "unknown"
+        message = [(job_id, key, record.value.decode(errors="replace"))]
+        if verdict.action == "retry":
+            topic = names.RETRY_TOPICS[min(attempt, len(names.RETRY_TOPICS)) - 1]
+            headers = [("attempt", str(attempt + 1).encode()),
+                       ("not-before", repr(time.time() + verdict.delay_s).encode())]
+        else:
+            topic = names.TOPIC_DLQ
+            headers = [("reason", verdict.reason.encode()), ("attempts", str(attempt).encode()),
+                       ("source", f"{record.topic}:{record.partition}:{record.offset}".encode())]
+        # Wait for the broker's ack before our offset is committed: the record is never lost.
+        await self._in(self._producer_thread, self._send_all, topic, message, headers)
+
+    async def _resume_due(self, thread, consumer, paused: dict[TopicPartition, float]) -> None:
+        due = [tp for tp, at in paused.items() if at <= time.time()]
+        assigned = await self._in(thread, consumer.assignment) if due else set()
+        for tp in due:
+            del paused[tp]
+            if tp in assigned:
+                await self._in(thread, consumer.resume, tp)
+
+    async def _commit(self, thread, consumer, offsets) -> None:
+        try:
+            await self._in(thread, consumer.commit, offsets=offsets)
+        except CommitFailedError:
+            # The group rebalanced while we worked: another member will redeliver these
+            # records. At-least-once; the idempotent effects absorb the repeat.
+            pass
+
+    async def _caught_up(self, thread, consumer) -> bool:
+        assigned = await self._in(thread, consumer.assignment)
+        if not assigned:
+            return False
+        ends = await self._in(thread, consumer.end_offsets, list(assigned))
+        for tp in assigned:
+            if await self._in(thread, consumer.position, tp) < ends[tp]:
+                return False
+        return True
+
+    # -- dead letters ------------------------------------------------------------------------
+    def _read_dlq(self, limit: int) -> tuple[list[DeadLetter], dict[TopicPartition, int]]:
+        """DLQ records past the redrive group's committed offsets, and where each part ends."""
+        reader = self._inspector(DLQ_REDRIVE_GROUP)
+        partitions = [TopicPartition(names.TOPIC_DLQ, p) for p in reader.partitions_for_topic(names.TOPIC_DLQ) or ()]
+        reader.assign(partitions)
+        ends = reader.end_offsets(partitions)
+        letters: list[DeadLetter] = []
+        for tp in partitions:
+            start = reader.committed(tp) or 0
+            if start >= ends[tp]:
+                continue
+            reader.seek(tp, start)
+            while reader.position(tp) < ends[tp] and len(letters) < limit:
+                for record in reader.poll(timeout_ms=1000, max_records=500).get(tp, []):
+                    if record.offset < ends[tp]:
+                        letters.append(_letter(record))
+        reader.unsubscribe()
+        return letters[:limit], ends
+
+    async def _dlq_list(self, limit: int) -> list[DeadLetter]:
+        await self.setup()
+        letters, _ends = await self._in(self._inspect_thread, self._read_dlq, limit)
+        return letters
+
+    async def _redrive(self, letters: list[DeadLetter]) -> int:
+        if not letters:
+            return 0
+        messages = [(f"redrive-{l.id}", l.key, l.payload) for l in letters]
+        await self._in(self._producer_thread, self._send_all, names.TOPIC, messages)
+        marks: dict[TopicPartition, int] = {}
+        for letter in letters:
+            partition, offset = (int(x) for x in letter.id.split(":"))
+            tp = TopicPartition(names.TOPIC_DLQ, partition)
+            marks[tp] = max(marks.get(tp, 0), offset + 1)
+        offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in marks.items()}
+        await self._in(self._inspect_thread, self._inspector(DLQ_REDRIVE_GROUP).commit, offsets=offsets)
+        return len(letters)
+
+    # -- stats -------------------------------------------------------------------------------
+    def _lag(self, group: str, topics: tuple[str, ...]) -> dict[str, int]:
+        inspector = self._inspector(group)
+        parts = [TopicPartition(t, p) for t in topics for p in inspector.partitions_for_topic(t) or ()]
+        ends = inspector.end_offsets(parts)
+        return {f"{tp.topic}:{tp.partition}": ends[tp] - (inspector.committed(tp) or 0) for tp in parts}
+
+    async def _transport_stats(self, stats: LaneStats) -> None:
+        await self.setup()
+        try:
+            work = await self._in(self._inspect_thread, self._lag, names.GROUP, WORK_TOPICS)
+            dlq = await self._in(self._inspect_thread, self._lag, DLQ_REDRIVE_GROUP, (names.TOPIC_DLQ,))
+        except KafkaError as exc:
+            stats.detail = {"error": str(exc)}
+            return
+        stats.lag = sum(v for k, v in work.items() if k.startswith(f"{names.TOPIC}:"))
+        stats.dlq_size = sum(dlq.values())
+        stats.detail = {"lag_per_partition": work, "retry_backlog": stats_retry_backlog(work)}
+
+
+def stats_retry_backlog(lag: dict[str, int]) -> int:
+    return sum(v for k, v in lag.items() if not k.startswith(f"{names.TOPIC}:"))
+
+
+def _letter(record) -> DeadLetter:
+    from labkit.backends.base import _booking_id_of
+
+    headers = {k: v.decode(errors="replace") for k, v in record.headers or []}
+    payload = record.value.decode(errors="replace")
+    return DeadLetter(
+        id=f"{record.partition}:{record.offset}",  # partition:offset in bookings.dlq
+        booking_id=_booking_id_of(payload),
+        reason=headers.get("reason", ""),
+        attempts=int(headers.get("attempts", 0) or 0),
+        payload=payload,
+        failed_at=record.timestamp / 1000,
+        key=(record.key or b"").decode(),
+    )
