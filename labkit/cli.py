@@ -1,0 +1,176 @@
+"""The `labkit` command (typer): infra, workers, publishing, stats, dead letters, faults."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from functools import wraps
+from typing import Annotated, Any
+
+import typer
+from kafka.errors import KafkaError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from rich.console import Console
+from rich.table import Table
+
+from labkit.backends import UnknownBackend, lanes_of
+from labkit.faults import FaultSpecError
+from labkit.infra.cli import infra_app
+from labkit.lab import Lab
+from labkit.settings import LANES, Settings, SettingsError
+
+app = typer.Typer(help="Booking Queue Lab", no_args_is_help=True, add_completion=False)
+app.add_typer(infra_app, name="infra")
+dlq_app = typer.Typer(help="Dead-letter queues: list and redrive", no_args_is_help=True)
+faults_app = typer.Typer(help="Failure injection, live while workers run", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(faults_app, name="faults")
+console = Console(width=None if Console().is_terminal else 160)
+
+Backend = Annotated[str, typer.Option("--backend", "-b", help="bullmq, streams or kafka")]
+Lanes = Annotated[str, typer.Option("--backend", "-b", help="all, or a comma list of lanes")]
+
+
+def friendly(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
+    """Run an async command; turn the errors a learner can fix into one clear line."""
+
+    @wraps(fn)
+    def run(*args, **kwargs):
+        try:
+            return asyncio.run(fn(*args, **kwargs))
+        except (UnknownBackend, FaultSpecError, SettingsError) as exc:
+            _fail(str(exc))
+        except RedisConnectionError as exc:
+            _fail(f"cannot reach Redis ({exc}); is the lab up? run `labkit infra up`")
+        except KafkaError as exc:
+            _fail(f"Kafka error: {exc}; is the lab up? run `labkit infra up`")
+
+    return run
+
+
+def _fail(message: str) -> None:
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+async def worker(
+    backend: Backend,
+    concurrency: Annotated[int, typer.Option(min=1, max=256)] = 1,
+    burst: Annotated[bool, typer.Option(help="exit once nothing is left to do")] = False,
+) -> None:
+    """Run one worker process for a lane. SIGTERM finishes in-flight jobs, then exits."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    lanes_of(backend)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with Lab() as lab:
+        console.print(f"[green]▶[/green] {backend} worker pid={__import__('os').getpid()} concurrency={concurrency}")
+        await lab.backend(backend).run_worker(concurrency=concurrency, stop=stop, burst=burst)
+        console.print(f"[blue]■[/blue] {backend} worker stopped")
+
+
+@app.command()
+@friendly
+async def publish(
+    backend: Lanes = "all",
+    count: Annotated[int, typer.Option(min=1, max=1_000_000)] = 10,
+    seed: int = 42,
+    priority: Annotated[int | None, typer.Option(help="BullMQ job priority")] = None,
+    delay_ms: Annotated[int | None, typer.Option(help="BullMQ job delay")] = None,
+) -> None:
+    """Publish COUNT seeded bookings to each chosen lane."""
+    from labkit.workload import Workload
+
+    lanes = lanes_of(backend)
+    workload = Workload(seed=seed)
+    bookings = workload.bookings(count)
+    async with Lab() as lab:
+        ids = await lab.publish(bookings, lanes, priority=priority, delay=delay_ms)
+    for lane, job_ids in ids.items():
+        console.print(f"{lane}: published {len(job_ids)} (first {job_ids[0]})")
+
+
+@app.command()
+@friendly
+async def stats(backend: Lanes = "all", as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Per lane: waiting, active, retrying, completed, rejected, dead-lettered, DLQ, lag, workers."""
+    async with Lab() as lab:
+        result = await lab.stats(lanes_of(backend))
+    if as_json:
+        print(json.dumps({lane: s.as_dict() for lane, s in result.items()}, indent=2))
+        return
+    columns = ("waiting", "active", "retrying", "completed", "rejected", "dead_lettered", "dlq_size", "lag", "workers")
+    table = Table("lane", *columns)
+    for lane, s in result.items():
+        table.add_row(lane, *(str(getattr(s, c)) for c in columns))
+    console.print(table)
+
+
+@dlq_app.command("list")
+@friendly
+async def dlq_list(backend: Backend, limit: int = 50, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show dead letters with their reason and attempts."""
+    lanes_of(backend)
+    async with Lab() as lab:
+        letters = await lab.backend(backend).dlq_list(limit)
+    if as_json:
+        print(json.dumps([letter.as_dict() for letter in letters], indent=2))
+        return
+    table = Table("id", "booking", "attempts", "reason")
+    for letter in letters:
+        table.add_row(letter.id, letter.booking_id or "?", str(letter.attempts), letter.reason)
+    console.print(table)
+
+
+@dlq_app.command("redrive")
+@friendly
+async def dlq_redrive(backend: Backend, limit: int = 1000) -> None:
+    """Send dead letters back to the work queue."""
+    lanes_of(backend)
+    async with Lab() as lab:
+        moved = await lab.backend(backend).dlq_redrive(limit)
+    console.print(f"{backend}: redrove {moved} dead letter(s)")
+
+
+@faults_app.command("set")
+@friendly
+async def faults_set(assignments: Annotated[list[str], typer.Argument(help="e.g. payment.fail_rate=0.3")]) -> None:
+    """Change failure injection; running workers pick it up within a second."""
+    async with Lab() as lab:
+        values = await lab.backend(LANES[1]).faults.set(assignments)
+    console.print(f"faults set: {values}")
+
+
+@faults_app.command("clear")
+@friendly
+async def faults_clear() -> None:
+    async with Lab() as lab:
+        await lab.backend(LANES[1]).faults.clear()
+    console.print("faults cleared")
+
+
+@faults_app.command("show")
+@friendly
+async def faults_show() -> None:
+    async with Lab() as lab:
+        console.print(await lab.backend(LANES[1]).faults.show())
+
+
+@app.command()
+def api(
+    host: str = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+) -> None:
+    """Serve the booking API and the live dashboard."""
+    import uvicorn
+
+    from labkit.api import create_app
+
+    uvicorn.run(create_app(Settings.from_env()), host=host, port=port, log_level="warning")

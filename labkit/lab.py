@@ -1,0 +1,92 @@
+"""The lab as notebooks, the API and tests use it: one Redis client, the three lanes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable, Sequence
+
+from labkit.backends import Backend, LaneStats, lanes_of, open_backend
+from labkit.booking import Booking
+from labkit.connections import redis_client
+from labkit.settings import Settings
+from labkit.status import TERMINAL, State
+from labkit.workers import WorkerPool
+
+
+class Lab:
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self.redis = redis_client(self.settings)
+        self._backends: dict[str, Backend] = {}
+
+    async def __aenter__(self) -> Lab:
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    def backend(self, lane: str) -> Backend:
+        if lane not in self._backends:
+            self._backends[lane] = open_backend(lane, settings=self.settings, redis=self.redis)
+        return self._backends[lane]
+
+    def pool(self, lane: str, *, concurrency: int = 1) -> WorkerPool:
+        return WorkerPool(lane, settings=self.settings, concurrency=concurrency)
+
+    async def stock(self, hotel_rooms: dict[str, int], lanes: str | Iterable[str] = "all") -> None:
+        """Set each lane's room counts: every lane has its own inventory."""
+        for lane in _lanes(lanes):
+            await self.backend(lane).effects.stock(hotel_rooms)
+
+    async def publish(
+        self, bookings: Sequence[Booking], lanes: str | Iterable[str] = "all", **options
+    ) -> dict[str, list[str]]:
+        """Fan the same bookings out to each lane; returns each technology's own job ids."""
+        return {
+            lane: await self.backend(lane).publish_many(bookings, **options)
+            for lane in _lanes(lanes)
+        }
+
+    async def states(self, booking_ids: Iterable[str], lanes: str | Iterable[str] = "all"):
+        ids = list(booking_ids)
+        return {lane: await self.backend(lane).status.many(lane, ids) for lane in _lanes(lanes)}
+
+    async def wait_for(
+        self,
+        booking_ids: Iterable[str],
+        lanes: str | Iterable[str] = "all",
+        *,
+        timeout_s: float = 60.0,
+        until: frozenset[State] = TERMINAL,
+        poll_s: float = 0.2,
+    ) -> dict[str, dict[str, State | None]]:
+        """Wait until every booking is in one of `until` on every lane; TimeoutError says
+        which are not."""
+        ids = list(booking_ids)
+        deadline = time.monotonic() + timeout_s
+        while True:
+            states = await self.states(ids, lanes)
+            waiting = {
+                lane: sorted(b for b, s in by_id.items() if s not in until)
+                for lane, by_id in states.items()
+            }
+            if not any(waiting.values()):
+                return states
+            if time.monotonic() > deadline:
+                summary = ", ".join(f"{lane}: {len(w)} ({', '.join(w[:3])}…)" for lane, w in waiting.items() if w)
+                raise TimeoutError(f"not finished after {timeout_s:.0f}s — {summary}")
+            await asyncio.sleep(poll_s)
+
+    async def stats(self, lanes: str | Iterable[str] = "all") -> dict[str, LaneStats]:
+        return {lane: await self.backend(lane).stats() for lane in _lanes(lanes)}
+
+    async def close(self) -> None:
+        for backend in self._backends.values():
+            await backend.close()
+        self._backends.clear()
+        await self.redis.aclose()
+
+
+def _lanes(lanes: str | Iterable[str]) -> list[str]:
+    return lanes_of(lanes) if isinstance(lanes, str) else lanes_of(",".join(lanes))
