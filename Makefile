@@ -1,0 +1,52 @@
+# Booking Queue Lab. `make lab` to learn, `make test` to check everything.
+SHELL := /bin/bash
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The tests' own brokers and state: a learner's lab on 6379/9092 and .lab/ is never touched.
+TEST_ENV := LABKIT_REDIS_URL=redis://127.0.0.1:6391/0 LABKIT_KAFKA_BOOTSTRAP=127.0.0.1:9192 LABKIT_HOME=$(CURDIR)/.lab-test
+PYTEST_ARGS ?=
+
+.PHONY: lab test up down status notebooks bench system venv clean
+
+system:
+	@scripts/system-deps.sh
+
+$(BIN)/labkit: pyproject.toml
+	@test -x $(BIN)/python || python3 -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(BIN)/labkit
+
+up: system venv
+	$(BIN)/labkit infra up
+
+down:
+	@test -x $(BIN)/labkit && $(BIN)/labkit infra down || true
+
+status: venv
+	$(BIN)/labkit infra status
+
+lab: up
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=8888 --ServerApp.root_dir=notebooks
+
+test: system venv
+	@$(TEST_ENV) $(BIN)/labkit infra up
+	@status=0; \
+	$(TEST_ENV) $(BIN)/pytest $(PYTEST_ARGS) || status=$$?; \
+	if [ -z "$(PYTEST_ARGS)" ]; then \
+	  $(TEST_ENV) $(BIN)/pytest --nbval-lax notebooks/ || status=$$?; \
+	fi; \
+	$(TEST_ENV) $(BIN)/labkit infra down; \
+	exit $$status
+
+notebooks: up
+	$(BIN)/python tools/run_notebooks.py
+
+bench: up
+	$(BIN)/labkit bench
+
+clean:
+	rm -rf build .lab-test
