@@ -174,3 +174,24 @@ def api(
     from labkit.api import create_app
 
     uvicorn.run(create_app(Settings.from_env()), host=host, port=port, log_level="warning")
+
+
+@app.command()
+@friendly
+async def bench(
+    count: Annotated[int, typer.Option(min=10, help="bookings per lane through the lab")] = 500,
+    raw_count: Annotated[int, typer.Option(min=100, help="messages for the raw clients")] = 20000,
+    concurrency: Annotated[int, typer.Option(min=1)] = 16,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Jobs/s per lane (time_scale 0, one worker process) beside the raw client's rate."""
+    from labkit.bench import run
+
+    results = await run(Settings.from_env(), count=count, raw_count=raw_count, concurrency=concurrency)
+    if as_json:
+        print(json.dumps([r.__dict__ for r in results], indent=2))
+        return
+    table = Table("lane", "lab jobs/s (1 worker process)", "raw client msgs/s", "raw client does")
+    for r in results:
+        table.add_row(r.lane, f"{r.lab_jobs_per_s:,.0f}", f"{r.raw_per_s:,.0f}", r.raw_what)
+    console.print(table)
