@@ -151,8 +151,11 @@ def test_cached_jars_need_no_download(tmp_path: Path) -> None:
     env = {"XDG_CACHE_HOME": str(tmp_path), "PATH": ""}
     libs = kafka_jars.cache_dir("9.9.9", env=env)
     libs.mkdir(parents=True)
-    (libs / kafka_jars.MARKER).touch()
+    (libs / kafka_jars.MARKER).write_text(kafka_jars._pom_digest())
     assert kafka_jars.resolve_libs("9.9.9", env=env) == libs
+    assert not kafka_jars.needs_download("9.9.9", env=env)
+    (libs / kafka_jars.MARKER).write_text("filled by an older pom")
+    assert kafka_jars.needs_download("9.9.9", env=env)
 
 
 def test_busy_port_is_named_with_its_owner() -> None:

@@ -1,0 +1,234 @@
+"""Background processes the lab owns: pid files, ownership checks, ports, waiting, stopping."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+from labkit.infra.errors import InfraError
+
+LOG_ROTATE_BYTES = 20 * 1024 * 1024
+
+
+# ---- pid files -------------------------------------------------------------------------------
+
+
+def write_pid(path: Path, pid: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{pid}\n")
+
+
+def read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def remove_pid(path: Path) -> None:
+    path.unlink(missing_ok=True)
+
+
+@contextmanager
+def exclusive(lock_path: Path) -> Iterator[None]:
+    """One `up`/`down` at a time per lab (a notebook and `make` may race)."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+# ---- process identity ------------------------------------------------------------------------
+
+
+def is_running(pid: int) -> bool:
+    """True for a live process; a zombie (exited, not yet reaped by init) counts as gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    for line in status.splitlines():
+        if line.startswith("State:"):
+            return "Z" not in line.split()[1] and "X" not in line.split()[1]
+    return True
+
+
+def argv(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def cmdline(pid: int) -> str:
+    return " ".join(argv(pid))
+
+
+def is_ours(pid: int | None, *markers: str) -> bool:
+    """The pid is alive and its command line still carries every marker (pids get reused)."""
+    if pid is None or not is_running(pid):
+        return False
+    line = cmdline(pid)
+    return all(marker in line for marker in markers)
+
+
+# ---- ports -----------------------------------------------------------------------------------
+
+
+def port_open(host: str, port: int, *, timeout_s: float = 0.5) -> bool:
+    """Something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            return True
+    except OSError:
+        return False
+
+
+def port_free(host: str, port: int) -> bool:
+    """We could bind host:port right now (nobody listens and nothing holds it)."""
+    if port_open(host, port):
+        return False
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def listener_pid(port: int) -> int | None:
+    """Best effort: the pid listening on a TCP port, from /proc/net/tcp{,6} and /proc/*/fd."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if (
+                len(fields) > 9
+                and fields[3] == "0A"
+                and int(fields[1].rsplit(":", 1)[1], 16) == port
+            ):
+                inodes.add(fields[9])
+    if not inodes:
+        return None
+    targets = {f"socket:[{inode}]" for inode in inodes}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            for fd in (proc / "fd").iterdir():
+                if os.readlink(fd) in targets:
+                    return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
+def describe_pid(pid: int | None) -> str:
+    if pid is None:
+        return "pid unknown; try `ss -ltnp`"
+    name = cmdline(pid).split(" ")[0].rsplit("/", 1)[-1] or "?"
+    return f"pid {pid}, {name}"
+
+
+def ensure_port_free(host: str, port: int, *, role: str, hint: str) -> None:
+    """Fail with one line naming the port and its owner if we cannot bind it."""
+    if port_free(host, port):
+        return
+    owner = describe_pid(listener_pid(port))
+    raise InfraError(
+        f"port {port} on {host} ({role}) is in use by another program ({owner}); stop it or {hint}"
+    )
+
+
+# ---- starting, waiting, stopping -------------------------------------------------------------
+
+
+def rotate_log(path: Path) -> None:
+    """Keep logs small across many `up`s: one previous generation, then drop."""
+    if path.exists() and path.stat().st_size > LOG_ROTATE_BYTES:
+        path.replace(path.with_name(path.name + ".1"))
+
+
+def spawn(argv: Sequence[str], *, log_path: Path, cwd: Path) -> int:
+    """Start a detached background process (own session: Ctrl-C in the shell won't reach it)."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    rotate_log(log_path)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=cwd,
+            start_new_session=True,
+            close_fds=True,
+        )
+    return proc.pid
+
+
+def wait_until(
+    predicate: Callable[[], bool], *, timeout_s: float, interval_s: float = 0.25
+) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval_s)
+
+
+def terminate(pids: Sequence[int], *, timeout_s: float) -> dict[int, str]:
+    """SIGTERM all at once (brokers shut down in parallel), SIGKILL whoever outlives timeout_s."""
+    how: dict[int, str] = {}
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+            how[pid] = "SIGTERM"
+        except ProcessLookupError:
+            how[pid] = "already gone"
+    wait_until(
+        lambda: not any(is_running(pid) for pid in pids), timeout_s=timeout_s, interval_s=0.1
+    )
+    for pid in pids:
+        if is_running(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+                how[pid] = f"SIGKILL after {timeout_s:g} s"
+            except ProcessLookupError:
+                pass
+    wait_until(lambda: not any(is_running(pid) for pid in pids), timeout_s=5, interval_s=0.1)
+    return how
+
+
+def tail(path: Path, *, lines: int) -> list[str]:
+    """The last `lines` lines of a file without reading all of a big log."""
+    if not path.exists():
+        return []
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        size = fh.tell()
+        block = 8192
+        data = b""
+        while size > 0 and data.count(b"\n") <= lines:
+            step = min(block, size)
+            size -= step
+            fh.seek(size)
+            data = fh.read(step) + data
+    return data.decode(errors="replace").splitlines()[-lines:] if lines > 0 else []
