@@ -110,6 +110,12 @@ class FaultStore:
         self._read_at = 0.0
         return values
 
+    async def claim_crash(self, lane: str, booking_id: str, step: str) -> bool:
+        """True the first time only: an injected crash hits a booking once per step, so the
+        lesson shows recovery instead of a crash loop that takes down every worker."""
+        key = f"{FAULTS_KEY}:crashed:{lane}:{booking_id}:{step}"
+        return bool(await self._redis.set(key, "1", nx=True, ex=3600))
+
     async def clear(self) -> None:
         await self._redis.delete(FAULTS_KEY)
         self._read_at = 0.0

@@ -103,7 +103,9 @@ class Pipeline:
         booking_id = booking.bookingId
         if faults.knob(step.name, "latency_s"):
             await asyncio.sleep(faults.knob(step.name, "latency_s"))
-        if faults.roll(step.name, "crash_rate", booking_id, attempt):
+        if faults.roll(step.name, "crash_rate", booking_id, attempt) and await self.faults.claim_crash(
+            self.effects.lane, booking_id, step.name
+        ):
             await asyncio.sleep(step.seed_duration_s * self.time_scale / 2)
             os._exit(CRASH_EXIT_CODE)  # die mid-step like a kill -9: no finally, no ack
         if step.name == "validate" and faults.is_poison(booking_id):

@@ -35,6 +35,7 @@ class Settings:
     # handed to another worker (BullMQ lock, Streams idle time, Kafka session timeout).
     stale_after_s: float = 3.0
     kafka_partitions: int = 6
+    bullmq_rate_limit_per_s: int = 0  # BullMQ's worker limiter, jobs per second; 0 = none
     idempotency: bool = True
 
     @classmethod
@@ -53,6 +54,7 @@ class Settings:
             max_attempts=int(_number(env, "LABKIT_MAX_ATTEMPTS", 4, minimum=1)),
             backoff_base_s=_number(env, "LABKIT_BACKOFF_BASE_S", 1.0, minimum=0.0),
             stale_after_s=_number(env, "LABKIT_STALE_AFTER_S", 3.0, minimum=0.5),
+            bullmq_rate_limit_per_s=int(_number(env, "LABKIT_BULLMQ_RATE_LIMIT_PER_S", 0, minimum=0)),
             idempotency=env.get("LABKIT_IDEMPOTENCY", "on").lower() not in {"0", "off", "false"},
         )
 
@@ -84,6 +86,7 @@ class Settings:
             "LABKIT_MAX_ATTEMPTS": str(self.max_attempts),
             "LABKIT_BACKOFF_BASE_S": repr(self.backoff_base_s),
             "LABKIT_STALE_AFTER_S": repr(self.stale_after_s),
+            "LABKIT_BULLMQ_RATE_LIMIT_PER_S": str(self.bullmq_rate_limit_per_s),
             "LABKIT_IDEMPOTENCY": "on" if self.idempotency else "off",
         }
         for key, value in self.kafka_options.items():

@@ -7,6 +7,7 @@ ports below with LABKIT_HOME=.lab-test. On a laptop without them, broker tests s
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 from pathlib import Path
@@ -60,6 +61,29 @@ async def lab(settings, request):
     from labkit.lab import Lab
 
     require("Redis", *settings.redis_host_port)
+    if request.node.get_closest_marker("kafka"):
+        await asyncio.to_thread(_skip_kafka_leftovers, settings)
     async with Lab(settings) as lab:
         await lab.redis.flushdb()
         yield lab
+
+
+def _skip_kafka_leftovers(settings) -> None:
+    """Commit the lab's groups to the end of their topics: records an earlier test left
+    behind must not be replayed against the Redis state this test starts without."""
+    from kafka import KafkaConsumer, TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    from labkit import names
+    from labkit.backends.kafka import DLQ_REDRIVE_GROUP, WORK_TOPICS
+    from labkit.infra.topics import ensure_topics
+
+    ensure_topics(settings)
+    for group, topics in ((names.GROUP, WORK_TOPICS), (DLQ_REDRIVE_GROUP, (names.TOPIC_DLQ,))):
+        consumer = KafkaConsumer(**settings.kafka_config(group_id=group, enable_auto_commit=False))
+        try:
+            parts = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t)]
+            ends = consumer.end_offsets(parts)
+            consumer.commit({tp: OffsetAndMetadata(end, "", -1) for tp, end in ends.items()})
+        finally:
+            consumer.close(autocommit=False)

@@ -76,10 +76,15 @@ class BullMQBackend(Backend):
     # -- consuming -------------------------------------------------------------------------
     async def _run(self, *, concurrency: int, stop: asyncio.Event, burst: bool) -> None:
         stale_ms = int(self.settings.stale_after_s * 1000)
+        limiter = {}
+        if self.settings.bullmq_rate_limit_per_s:
+            # Shared by every worker on the queue: BullMQ keeps the limiter in Redis.
+            limiter = {"limiter": {"max": self.settings.bullmq_rate_limit_per_s, "duration": 1000}}
         worker = Worker(
             names.QUEUE,
             self._process_job,
             {
+                **limiter,
                 "connection": self.settings.redis_url,
                 "concurrency": concurrency,
                 "lockDuration": stale_ms,

@@ -187,3 +187,30 @@ async def test_three_hundred_bookings_with_flaky_payments_on_every_lane(lab):
         assert max(charges) <= 1, f"{lane}: duplicate charges"
         retried = (await backend.metrics.snapshot([lane]))[lane].counters["retried"]
         assert retried > 0  # the failure rate really bit
+
+
+async def test_injected_crash_mid_step_is_recovered_by_another_worker(lab, lane):
+    one = booking()
+    await lab.backend(lane).faults.set(["pdf.crash_rate=1"])
+    await lab.publish([one], [lane])
+    with lab.pool(lane) as pool:
+        pool.start(2)
+        states = await lab.wait_for([one.bookingId], [lane], timeout_s=60)
+        exit_codes = list(pool.exit_codes().values())
+    assert states[lane][one.bookingId] is State.COMPLETED
+    assert exit_codes.count(70) == 1  # one worker died mid-step; the other finished the job
+    assert await lab.backend(lane).effects.charges_made(one.bookingId) == 1
+
+
+async def test_bullmq_rate_limiter_spreads_jobs_over_time(lab, settings):
+    lab.settings = settings.with_(bullmq_rate_limit_per_s=4)
+    bookings = [booking(n=n) for n in range(12)]
+    states = await run_to_end(lab, "bullmq", bookings, workers=2, concurrency=4)
+    assert set(states.values()) == {State.COMPLETED}
+    backend = lab.backend("bullmq")
+    starts = []
+    for b in bookings:
+        status = await backend.status.get("bullmq", b.bookingId)
+        starts.append(min(float(h["at"]) for h in status.history if h["detail"] == "started"))
+    # 12 jobs at 4 per second across both workers: the last starts at least 2 s after the first
+    assert max(starts) - min(starts) >= 1.9
