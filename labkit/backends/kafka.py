@@ -108,7 +108,6 @@ class KafkaBackend(Backend):
         consumer = await self._in(
             thread,
             KafkaConsumer,
-            *WORK_TOPICS,
             **self.settings.kafka_config(
                 group_id=names.GROUP,
                 client_id=self.worker_id,
@@ -122,6 +121,7 @@ class KafkaBackend(Backend):
                 max_poll_records=max(concurrency * 4, 10),
             ),
         )
+        await self._in(thread, _subscribe_with_metadata, consumer)
         paused: dict[TopicPartition, float] = {}
         idle_polls = 0
         try:
@@ -265,6 +265,17 @@ class KafkaBackend(Backend):
         stats.lag = sum(v for k, v in work.items() if k.startswith(f"{names.TOPIC}:"))
         stats.dlq_size = sum(dlq.values())
         stats.detail = {"lag_per_partition": work, "retry_backlog": stats_retry_backlog(work)}
+
+
+def _subscribe_with_metadata(consumer: KafkaConsumer, timeout_s: float = 30.0) -> None:
+    """Know every topic's partitions before joining: a group leader without metadata
+    assigns nothing, and that member idles until the next rebalance."""
+    deadline = time.monotonic() + timeout_s
+    while any(consumer.partitions_for_topic(t) is None for t in WORK_TOPICS):
+        if time.monotonic() > deadline:
+            raise KafkaError(f"no metadata for {WORK_TOPICS} after {timeout_s:.0f}s")
+        time.sleep(0.2)
+    consumer.subscribe(list(WORK_TOPICS))
 
 
 def stats_retry_backlog(lag: dict[str, int]) -> int:

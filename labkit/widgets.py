@@ -1,0 +1,268 @@
+"""Live ipywidgets views for the notebooks, and the loop that keeps them fresh.
+
+`Board(lab, views)` shows the views, then `await board.run_until(ids)` refreshes them while
+workers run: lane stats every `interval_s`, status change events as they happen. It works
+the same live in JupyterLab and headless under papermill; at the end every view is frozen
+into static output (plotly HTML, plain HTML) so an exported notebook shows the real data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import ipywidgets as w
+import plotly.graph_objects as go
+import plotly.io as pio
+from IPython.display import HTML, display, update_display
+
+from labkit import charts
+from labkit.settings import LANES
+from labkit.status import TERMINAL, State
+
+BOARD_FIELDS = ("completed", "in flight", "retrying", "rejected", "dead-lettered", "DLQ", "lag", "workers")
+_plotly_ready = False
+
+
+def use_static_plotly() -> None:
+    """Embed plotly.js once (offline) so static figures render in HTML exports."""
+    global _plotly_ready
+    if not _plotly_ready:
+        pio.renderers["notebook"].activate()
+        _plotly_ready = True
+
+
+def static_bundle(fig: go.Figure) -> dict[str, Any]:
+    """JupyterLab renders the plotly mimetype; nbconvert's HTML export uses text/html."""
+    fig = go.Figure(fig)  # a plain copy of a FigureWidget
+    bundle = pio.renderers["notebook"].to_mimebundle(fig.to_plotly_json())
+    bundle["application/vnd.plotly.v1+json"] = {**fig.to_plotly_json(), "config": {}}
+    return bundle
+
+
+def show_figure(fig: go.Figure) -> None:
+    use_static_plotly()
+    display(static_bundle(fig), raw=True)
+
+
+class LaneBoard:
+    """The three lanes side by side: completed, in flight, retrying, DLQ, lag, workers."""
+
+    def __init__(self, lanes: Sequence[str] = LANES) -> None:
+        self.lanes = list(lanes)
+        self.values: dict[str, dict[str, Any]] = {lane: dict.fromkeys(BOARD_FIELDS, 0) for lane in self.lanes}
+        self.widget = w.HTML(self.html())
+
+    def update(self, t: float, stats: dict[str, Any]) -> None:
+        for lane, s in stats.items():
+            if lane in self.values:
+                self.values[lane] = {
+                    "completed": s.completed, "in flight": s.waiting + s.active,
+                    "retrying": s.retrying, "rejected": s.rejected,
+                    "dead-lettered": s.dead_lettered, "DLQ": s.dlq_size,
+                    "lag": "—" if s.lag is None else s.lag, "workers": s.workers,
+                }
+        self.widget.value = self.html()
+
+    def html(self) -> str:
+        head = "".join(f"<th style='padding:2px 12px;color:{charts.LANE_COLORS.get(lane)}'>{lane}</th>"
+                       for lane in self.lanes)
+        rows = "".join(
+            f"<tr><td style='padding:2px 12px'>{f}</td>"
+            + "".join(f"<td style='padding:2px 12px;text-align:right'>{self.values[lane][f]}</td>"
+                      for lane in self.lanes) + "</tr>"
+            for f in BOARD_FIELDS
+        )
+        return f"<table><tr><th></th>{head}</tr>{rows}</table>"
+
+    def static(self) -> HTML:
+        return HTML(self.html())
+
+
+class ProgressBars:
+    """One progress bar per booking and lane, moved by status change events."""
+
+    COLORS = {"completed": "success", "rejected": "warning", "dead-lettered": "danger",
+              "retrying": "warning", "active": "info", "queued": ""}
+
+    def __init__(self, booking_ids: Sequence[str], lanes: Sequence[str] = LANES, *, limit: int = 12) -> None:
+        self.lanes = list(lanes)
+        self.ids = list(booking_ids)[:limit]
+        self.state = {(lane, b): ("queued", 0) for lane in self.lanes for b in self.ids}
+        self.bars = {key: w.IntProgress(value=0, min=0, max=100, description=key[1][-5:],
+                                        layout=w.Layout(width="260px")) for key in self.state}
+        columns = [w.VBox([w.HTML(f"<b>{lane}</b>"), *(self.bars[(lane, b)] for b in self.ids)])
+                   for lane in self.lanes]
+        self.widget = w.HBox(columns)
+
+    def feed(self, event: dict[str, str]) -> None:
+        key = (event.get("lane"), event.get("bookingId"))
+        if key not in self.state:
+            return
+        state, progress = event.get("state", "queued"), self.state[key][1]
+        if event.get("progress"):
+            progress = int(event["progress"])
+        if state == "queued":
+            progress = 0
+        self.state[key] = (state, progress)
+        bar = self.bars[key]
+        bar.value, bar.bar_style = progress, self.COLORS.get(state, "")
+
+    def static(self) -> HTML:
+        cells = []
+        for lane in self.lanes:
+            rows = "".join(
+                f"<div>{b[-5:]} <progress value='{self.state[(lane, b)][1]}' max='100'></progress> "
+                f"{self.state[(lane, b)][0]}</div>" for b in self.ids)
+            cells.append(f"<td style='vertical-align:top;padding:0 12px'><b>{lane}</b>{rows}</td>")
+        return HTML(f"<table><tr>{''.join(cells)}</tr></table>")
+
+
+class Board:
+    """Shows views and refreshes them while workers run; `run_until` ends in static output.
+
+    Views may implement `update(t, stats)` (lane stats), `feed(event)` (status events) and
+    `static()`; charts from `labkit.charts` are wrapped so their figure is what is shown.
+    Status-based charts (StepTimeline, BackoffTimeline) are refreshed from booking history.
+    """
+
+    def __init__(self, lab, views: Iterable[Any], *, lanes: Sequence[str] = LANES) -> None:
+        self.lab = lab
+        self.views = list(views)
+        self.lanes = list(lanes)
+        self.started = time.time()
+        self._since = f"{int(self.started * 1000) - 1}-0"  # events from just before we began
+        self._handles: list[Any] = []
+        self.samples: list[tuple[float, dict[str, Any]]] = []
+
+    def show(self) -> Board:
+        use_static_plotly()
+        self._handles = [display(_live_widget(v), display_id=True) for v in self.views]
+        return self
+
+    async def run_until(
+        self, booking_ids: Iterable[str] | None = None, *, timeout_s: float = 60.0,
+        seconds: float | None = None, interval_s: float = 0.5, freeze: bool = True,
+    ) -> dict[str, dict[str, State | None]]:
+        """Refresh until every booking is terminal on every lane (or `seconds` have passed);
+        returns the last states. Raises TimeoutError after `timeout_s` like Lab.wait_for."""
+        if not self._handles:
+            self.show()
+        ids = list(booking_ids or [])
+        follower = asyncio.create_task(self._follow())
+        deadline = time.monotonic() + (seconds if seconds is not None else timeout_s)
+        states: dict[str, dict[str, State | None]] = {}
+        try:
+            while True:
+                await self.refresh(ids)
+                states = await self.lab.states(ids, self.lanes) if ids else {}
+                done = bool(ids) and all(s in TERMINAL for by_id in states.values() for s in by_id.values())
+                if done or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(interval_s)
+        finally:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+        await self.refresh(ids, histories=True)
+        if freeze:
+            self.freeze()
+        if ids and not done and seconds is None:
+            waiting = {lane: sum(s not in TERMINAL for s in by_id.values()) for lane, by_id in states.items()}
+            raise TimeoutError(f"not finished after {timeout_s:.0f}s; still waiting: {waiting}")
+        return states
+
+    def start(self, booking_ids: Iterable[str] | None = None, **options: Any) -> asyncio.Task:
+        """Run in the background so sliders stay responsive in JupyterLab."""
+        return asyncio.get_running_loop().create_task(self.run_until(booking_ids, **options))
+
+    async def refresh(self, booking_ids: Sequence[str] = (), *, histories: bool = False) -> None:
+        t = time.time() - self.started
+        stats = await self.lab.stats(self.lanes)
+        self.samples.append((t, stats))
+        for view in self.views:
+            if hasattr(view, "update") and not isinstance(view, _HISTORY_VIEWS):
+                view.update(t, stats)
+        history_views = [v for v in self.views if isinstance(v, _HISTORY_VIEWS)]
+        if history_views and booking_ids and (histories or len(self.samples) % 4 == 1):
+            statuses = await booking_statuses(self.lab, booking_ids, self.lanes)
+            for view in history_views:
+                view.update(statuses)
+
+    async def _follow(self) -> None:
+        feeders = [v for v in self.views if hasattr(v, "feed")]
+        if not feeders:
+            return
+        store = self.lab.backend(self.lanes[0]).status
+        async for _id, event in store.follow(last_id=self._since, block_ms=300):
+            for view in feeders:
+                view.feed(event)
+
+    def freeze(self) -> None:
+        """Replace each live view by static output holding the same data."""
+        for view, handle in zip(self.views, self._handles, strict=False):
+            figure = getattr(view, "figure", None)
+            if figure is not None:
+                update_display(static_bundle(figure), display_id=handle.display_id, raw=True)
+            else:
+                update_display(view.static(), display_id=handle.display_id)
+
+
+_HISTORY_VIEWS = (charts.StepTimeline, charts.BackoffTimeline)
+
+
+def _live_widget(view: Any) -> Any:
+    return getattr(view, "widget", None) or view.figure
+
+
+async def booking_statuses(lab, booking_ids: Iterable[str], lanes: Sequence[str] = LANES) -> list[Any]:
+    ids = list(booking_ids)
+    out = []
+    for lane in lanes:
+        store = lab.backend(lane).status
+        out += [s for s in await asyncio.gather(*(store.get(lane, b) for b in ids)) if s is not None]
+    return out
+
+
+# -- controls ----------------------------------------------------------------------------------
+def workers_slider(pool, *, max_workers: int = 6, description: str | None = None) -> w.IntSlider:
+    """Drag to start or stop worker processes of `pool` (WorkerPool.scale)."""
+    slider = w.IntSlider(value=pool.size, min=0, max=max_workers,
+                         description=description or f"{pool.lane} workers", continuous_update=False)
+    slider.observe(lambda change: pool.scale(change["new"]), names="value")
+    return slider
+
+
+def failure_slider(faults, *, step: str = "payment", value: float = 0.0) -> w.FloatSlider:
+    """Drag to change `<step>.fail_rate` for every running worker (FaultStore.set)."""
+    slider = w.FloatSlider(value=value, min=0.0, max=1.0, step=0.05, description=f"{step} fails",
+                           continuous_update=False, readout_format=".0%")
+    slider.tasks = []  # the last writes, so a cell can await them: await asyncio.gather(*slider.tasks)
+
+    def changed(change: dict[str, Any]) -> None:
+        task = asyncio.get_event_loop().create_task(faults.set([f"{step}.fail_rate={change['new']}"]))
+        slider.tasks.append(task)
+
+    slider.observe(changed, names="value")
+    return slider
+
+
+def table(rows: Sequence[dict[str, Any]], *, columns: Sequence[str] | None = None) -> HTML:
+    """A small HTML table of dicts, for DLQ contents, keys, offsets."""
+    columns = list(columns or (rows[0].keys() if rows else []))
+    head = "".join(f"<th style='text-align:left;padding:2px 10px'>{html.escape(str(c))}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td style='text-align:left;padding:2px 10px'>{html.escape(_short(r.get(c)))}</td>"
+                         for c in columns) + "</tr>" for r in rows)
+    return HTML(f"<table><tr>{head}</tr>{body}</table>")
+
+
+def _short(value: Any, limit: int = 90) -> str:
+    text = "" if value is None else str(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+__all__ = ["Board", "LaneBoard", "ProgressBars", "booking_statuses", "failure_slider",
+           "show_figure", "static_bundle", "table", "workers_slider"]

@@ -1,0 +1,88 @@
+"""Every lesson notebook, executed with papermill and CI parameters on the test brokers;
+each notebook's last cell prints `RESULTS {json}`, asserted here."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.redis, pytest.mark.kafka]
+
+ROOT = Path(__file__).resolve().parents[2]
+_spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "tools" / "run_notebooks.py")
+runner = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(runner)
+
+LANES = ("bullmq", "streams", "kafka")
+
+
+def check_00(r):
+    assert r["redis_ok"] and all(r["completed"][lane] == r["bookings"] for lane in LANES)
+
+
+def check_01(r):
+    assert {"wait", "meta"} <= set(r["queue_keys"]) or "meta" in r["queue_keys"]
+    assert r["job_hash_has_data"] and r["partition_predicted"]
+    assert r["job_states"] == {"delayed job": "delayed", "priority job": "prioritized"}
+    assert r["trimmed_len"] == 5 and r["stream_entries"] > 0
+
+
+def check_02(r):
+    assert r["checkpoints_in_order"] and r["one_charge_each"]
+    assert len(set(r["completed"].values())) == 1
+
+
+def check_03(r):
+    assert r["streams_consumers_used"] >= 2 and r["audit_got_all"]
+    assert r["pending_after_crash"] == {"at-most-once": 0, "at-least-once": 1}
+    assert r["kafka_members"] == [2, 3] and r["moved_partitions"] >= 2
+
+
+def check_04(r):
+    assert r["kafka_members"] == 8 and r["idle_consumers"] == 2
+    assert r["streams_workers_seen"] >= 3
+
+
+def check_05(r):
+    assert all(r["dead_lettered"][lane] >= 1 for lane in LANES)  # the poison booking
+    assert r["letters"] == r["dead_lettered"] and r["redriven_completed"]
+    assert r["retried_bookings"] >= 3
+
+
+def check_06(r):
+    assert all(n >= 2 for n in r["off"].values()) and all(n == 1 for n in r["on"].values())
+    assert all(0 < s < 30 for s in r["recovered_after_s"].values())
+
+
+def check_07(r):
+    assert r["kafka_hotels_in_order"] == r["kafka_hotels"] > 1
+    assert r["replayed_from_time"] == r["stream_replay"] == 18
+
+
+def check_09(r):
+    assert all(r["added"][lane]["published"] >= 15 for lane in LANES)
+    assert r["api_status"] in (None, 200)
+
+
+CHECKS = {name.removeprefix("check_"): fn for name, fn in globals().items() if name.startswith("check_")}
+NOTEBOOKS = runner.lesson_notebooks()
+
+
+def test_every_lesson_has_a_check():
+    mine = {p.stem[:2] for p in NOTEBOOKS} - {"08"}  # 08_benchmark is checked by its author
+    assert mine <= set(CHECKS), mine - set(CHECKS)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook(path, tmp_path, capsys):
+    started = time.monotonic()
+    executed = runner.execute(path, tmp_path)
+    results = runner.results(executed)
+    with capsys.disabled():
+        print(f"\n{path.stem}: {time.monotonic() - started:.1f}s")
+    check = CHECKS.get(path.stem[:2])
+    if check is not None:
+        check(results)
