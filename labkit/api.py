@@ -14,7 +14,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, HTTPException, Path as PathParam, Query, Response
+from fastapi import FastAPI, Header, HTTPException, Query, Response
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from redis.exceptions import RedisError
@@ -26,7 +27,14 @@ from labkit.api_errors import error
 from labkit.api_health import BrokerProbe
 from labkit.api_idempotency import KEY_PATTERN, IdempotencyStore
 from labkit.api_models import (
-    Accepted, BookingIn, BookingView, DlqList, Health, PartialPublish, QueueStats, Redriven,
+    Accepted,
+    BookingIn,
+    BookingView,
+    DlqList,
+    Health,
+    PartialPublish,
+    QueueStats,
+    Redriven,
     error_responses,
 )
 from labkit.api_snapshot import Snapshots, lane_stats
