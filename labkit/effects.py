@@ -8,10 +8,12 @@ duplicates are counted either way.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
@@ -124,40 +126,26 @@ class Effects:
         return json.loads(raw) if raw else None
 
     # -- documents -------------------------------------------------------------------------
-    def write_confirmation(self, booking: Booking, charge: Charge) -> Path:
-        """Blocking (fpdf2): call it in a thread so the worker's event loop stays free."""
+    async def write_confirmation(self, booking: Booking, charge: Charge) -> Path:
         from labkit.documents import confirmation_pdf
 
         path = self.confirmations_dir / f"{booking.bookingId}.pdf"
-        return self._write_once(path, lambda: confirmation_pdf(booking, charge.charge_id))
+        return await self._write_once(path, lambda: confirmation_pdf(booking, charge.charge_id))
 
-    def write_email(self, booking: Booking, pdf: Path) -> Path:
+    async def write_email(self, booking: Booking, pdf: Path) -> Path:
         path = self.outbox_dir / f"{booking.bookingId}.eml"
-        return self._write_once(path, lambda: _email_bytes(booking, pdf))
+        return await self._write_once(path, lambda: _email_bytes(booking, pdf))
 
-    def _write_once(self, path: Path, render) -> Path:
-        existed = path.exists()
-        if existed and self.idempotency:
-            self._note_sync("replays_prevented")
+    async def _write_once(self, path: Path, render: Callable[[], bytes]) -> Path:
+        if path.exists() and self.idempotency:
+            await self._metrics.incr(self.lane, "replays_prevented")
             return path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
-        tmp.write_bytes(render())
-        os.replace(tmp, path)  # atomic: a crash never leaves half a file under the real name
+        # Rendering (fpdf2) and file I/O block: a thread keeps the worker's event loop free
+        # (BullMQ renews its locks on that loop).
+        existed = await asyncio.to_thread(_atomic_write, path, render)
         if existed:
-            self._note_sync("duplicate_effects")
+            await self._metrics.incr(self.lane, "duplicate_effects")
         return path
-
-    def _note_sync(self, counter: str) -> None:
-        # Runs in a worker thread: a short-lived sync client avoids sharing the async one.
-        from redis import Redis as SyncRedis
-
-        pool_kwargs = self._redis.connection_pool.connection_kwargs
-        client = SyncRedis(**{k: v for k, v in pool_kwargs.items() if k != "connection_class"})
-        try:
-            client.hincrby(keys.counters(self.lane), counter, 1)
-        finally:
-            client.close()
 
     # -- inventory -------------------------------------------------------------------------
     async def stock(self, hotel_rooms: dict[str, int]) -> None:
@@ -182,6 +170,17 @@ class Effects:
         if outcome == "full" and int(was_member):
             return True  # our room was taken by an earlier run of this same booking
         return outcome == "reserved"
+
+
+def _atomic_write(path: Path, render: Callable[[], bytes]) -> bool:
+    """Write via a temp file and rename: a crash never leaves half a file under the real
+    name. Returns whether the file existed before (a duplicate effect)."""
+    existed = path.exists()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:6]}.tmp")
+    tmp.write_bytes(render())
+    os.replace(tmp, path)
+    return existed
 
 
 def _email_bytes(booking: Booking, pdf: Path) -> bytes:

@@ -81,9 +81,9 @@ class Pipeline:
             else:
                 await asyncio.sleep(duration_s)
             if step.name == "pdf":
-                pdf = await asyncio.to_thread(self.effects.write_confirmation, booking, charge)
+                pdf = await self.effects.write_confirmation(booking, charge)
             elif step.name == "email":
-                await asyncio.to_thread(self.effects.write_email, booking, pdf)
+                await self.effects.write_email(booking, pdf)
             elif step.name == "inventory" and not await self.effects.reserve_room(booking):
                 await self.effects.refund(booking)
                 await report(None, "no room left: charge refunded")

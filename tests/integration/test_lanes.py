@@ -214,3 +214,17 @@ async def test_bullmq_rate_limiter_spreads_jobs_over_time(lab, settings):
         starts.append(min(float(h["at"]) for h in status.history if h["detail"] == "started"))
     # 12 jobs at 4 per second across both workers: the last starts at least 2 s after the first
     assert max(starts) - min(starts) >= 1.9
+
+
+async def test_a_retry_after_the_documents_exist_replays_them(lab, lane):
+    one = booking()
+    backend = lab.backend(lane)
+    await backend.faults.set(["inventory.fail_times=1"])  # fails after the PDF and e-mail
+    states = await run_to_end(lab, lane, [one])
+    assert states[one.bookingId] is State.COMPLETED
+    assert (await backend.status.get(lane, one.bookingId)).attempts == 2
+    counters = (await backend.metrics.snapshot([lane]))[lane].counters
+    assert counters["replays_prevented"] >= 3  # charge, PDF, e-mail replayed, not redone
+    assert counters["duplicate_effects"] == 0
+    assert (backend.effects.confirmations_dir / f"{one.bookingId}.pdf").read_bytes().startswith(b"%PDF")
+    assert b"Subject: Your booking" in (backend.effects.outbox_dir / f"{one.bookingId}.eml").read_bytes()
