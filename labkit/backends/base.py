@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import random
 import socket
@@ -30,6 +31,7 @@ from labkit.pipeline import Outcome, PermanentError, Pipeline, backoff_s
 from labkit.settings import Settings
 from labkit.status import State, StatusStore
 
+log = logging.getLogger(__name__)
 WORKER_SEEN_S = 5.0  # a worker that has not checked in for this long no longer counts
 
 
@@ -204,7 +206,10 @@ class Backend(ABC):
         info = {"pid": os.getpid(), "concurrency": concurrency, "started": time.time()}
         while True:
             info["seen"] = time.time()
-            await self.redis.hset(keys.workers(self.lane), self.worker_id, json.dumps(info))
+            try:
+                await self.redis.hset(keys.workers(self.lane), self.worker_id, json.dumps(info))
+            except Exception:  # a Redis blip must not end the check-in loop
+                log.warning("worker check-in failed; retrying", exc_info=True)
             await asyncio.sleep(1.0)
 
     async def live_workers(self) -> dict[str, dict[str, Any]]:

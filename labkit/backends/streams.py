@@ -13,6 +13,7 @@ How retries work here (there is no broker-side scheduler):
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -21,6 +22,7 @@ from redis.exceptions import ResponseError
 from labkit import names
 from labkit.backends.base import Backend, DeadLetter, LaneStats, Verdict
 
+log = logging.getLogger(__name__)
 RETRY_CONSUMER = "retry"
 RETRY_AT_KEY = "lab:streams:retry-at"  # entry id → when its parked retry is due (epoch s)
 STREAM_MAXLEN = 100_000  # approximate trimming keeps the log bounded, as a lesson shows
@@ -77,28 +79,42 @@ class StreamsBackend(Backend):
         return [(_s(i), f, 1) for _stream, entries in reply or [] for i, f in entries]
 
     async def _claim_due(self, count: int) -> list[tuple[str, dict, int]]:
+        # Two views of the PEL, asked apart so neither hides the other behind a page of
+        # busy entries: entries silent for stale_after_s (their worker is presumed dead)
+        # and the parked retries.
         stale_ms = int(self.settings.stale_after_s * 1000)
-        shortest_backoff_ms = int(self.settings.backoff_base_s * 500)
-        pending = await self.redis.xpending_range(
-            names.STREAM, names.GROUP, min="-", max="+", count=max(count * 4, 20),
-            idle=min(stale_ms, shortest_backoff_ms),
-        )
-        retry_at = await self._retry_times([_s(p["message_id"]) for p in pending])
-        due = [p for p in pending if self._is_due(p, stale_ms, retry_at)][:count]
-        if not due:
+        page = count * 4 + 20
+        abandoned = [
+            p for p in await self.redis.xpending_range(
+                names.STREAM, names.GROUP, min="-", max="+", count=page, idle=stale_ms)
+            if _s(p["consumer"]) != RETRY_CONSUMER
+        ][:count]
+        parked = await self.redis.xpending_range(
+            names.STREAM, names.GROUP, min="-", max="+", count=page, consumername=RETRY_CONSUMER)
+        retry_at = await self._retry_times([_s(p["message_id"]) for p in parked])
+        now = time.time()
+        due = [p for p in parked if now >= retry_at.get(_s(p["message_id"]), 0)][: count - len(abandoned)]
+        batch = await self._claim(abandoned, min_idle_ms=stale_ms)
+        if due:
+            # Half the idle time we saw: a worker that claimed it a moment ago reset it to
+            # ~0, so a second claimer loses the race instead of running it twice.
+            batch += await self._claim(due, min_idle_ms=min(p["time_since_delivered"] for p in due) // 2)
+        return batch
+
+    async def _claim(self, pending: list[dict[str, Any]], *, min_idle_ms: int) -> list[tuple[str, dict, int]]:
+        if not pending:
             return []
-        deliveries = {_s(p["message_id"]): p["times_delivered"] for p in due}
+        deliveries = {_s(p["message_id"]): p["times_delivered"] for p in pending}
         claimed = await self.redis.xclaim(
-            names.STREAM, names.GROUP, self.worker_id,
-            min_idle_time=min(stale_ms, shortest_backoff_ms), message_ids=list(deliveries),
+            names.STREAM, names.GROUP, self.worker_id, min_idle_time=max(1, min_idle_ms),
+            message_ids=list(deliveries),
         )
-        batch = []
-        for entry_id, fields in claimed:
-            entry_id = _s(entry_id)
-            if fields is None:  # trimmed while pending: nothing left to retry
-                await self._dead_letter(entry_id, {}, Verdict("dead", reason="entry trimmed"), 0)
-                continue
-            batch.append((entry_id, fields, deliveries[entry_id] + 1))
+        batch = [(_s(i), f, deliveries[_s(i)] + 1) for i, f in claimed if f is not None]
+        for missing in set(deliveries) - {entry_id for entry_id, _f, _a in batch}:
+            if not await self.redis.xrange(names.STREAM, missing, missing):
+                # Trimmed while pending (MAXLEN): the payload is gone; say so in the DLQ.
+                verdict = Verdict("dead", reason="entry trimmed from the stream while pending")
+                await self._dead_letter(missing, {}, verdict, deliveries[missing])
         return batch
 
     async def _retry_times(self, entry_ids: list[str]) -> dict[str, float]:
@@ -106,12 +122,6 @@ class StreamsBackend(Backend):
             return {}
         values = await self.redis.hmget(RETRY_AT_KEY, entry_ids)
         return {i: float(v) for i, v in zip(entry_ids, values, strict=True) if v is not None}
-
-    @staticmethod
-    def _is_due(pending: dict[str, Any], stale_ms: int, retry_at: dict[str, float]) -> bool:
-        if _s(pending["consumer"]) == RETRY_CONSUMER:
-            return time.time() >= retry_at.get(_s(pending["message_id"]), 0)
-        return pending["time_since_delivered"] >= stale_ms
 
     async def _handle(self, entry_id: str, fields: dict, attempt: int) -> None:
         verdict = await self.process(fields.get("job", ""), attempt=attempt, job_id=entry_id)
@@ -144,13 +154,25 @@ class StreamsBackend(Backend):
         await pipe.execute()
 
     async def _heartbeat(self, in_flight: dict[str, asyncio.Task]) -> None:
+        """Keep our in-flight entries' idle time low, so nobody presumes us dead."""
         while True:
             await asyncio.sleep(self.settings.stale_after_s / 4)
-            if in_flight:
-                await self.redis.xclaim(
-                    names.STREAM, names.GROUP, self.worker_id, min_idle_time=0,
-                    message_ids=list(in_flight), justid=True,
+            if not in_flight:
+                continue
+            try:
+                # Only entries still ours: one another worker took over stays with it.
+                owned = await self.redis.xpending_range(
+                    names.STREAM, names.GROUP, min="-", max="+", count=len(in_flight) + 50,
+                    consumername=self.worker_id,
                 )
+                ids = [_s(p["message_id"]) for p in owned if _s(p["message_id"]) in in_flight]
+                if ids:
+                    await self.redis.xclaim(
+                        names.STREAM, names.GROUP, self.worker_id, min_idle_time=0,
+                        message_ids=ids, justid=True,
+                    )
+            except Exception:  # a Redis blip must not end the heartbeat
+                log.warning("streams heartbeat failed; retrying", exc_info=True)
 
     async def _pending_count(self) -> int:
         summary = await self.redis.xpending(names.STREAM, names.GROUP)
