@@ -34,6 +34,19 @@ IN_FLIGHT = frozenset({State.QUEUED, State.ACTIVE, State.RETRYING})
 _TRANSITION = """
 local old = redis.call('HGET', KEYS[1], 'state')
 local now = ARGV[6]
+local entry = cjson.encode({state=ARGV[3], progress=ARGV[4], attempt=ARGV[5], at=now, detail=ARGV[7]})
+local function record()
+  redis.call('RPUSH', KEYS[2], entry)
+  redis.call('LTRIM', KEYS[2], -200, -1)
+  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[10], '*', 'lane', ARGV[1], 'bookingId', ARGV[2],
+    'state', ARGV[3], 'progress', ARGV[4], 'attempt', ARGV[5], 'at', now, 'detail', ARGV[7])
+end
+-- A late, duplicate run of a finished booking (at-least-once) shows in its history but
+-- never moves it back: only a redrive (queued) reopens it.
+if ARGV[3] ~= 'queued' and redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then
+  record()
+  return {old or '', redis.call('HGET', KEYS[1], 'published_at') or '', 0}
+end
 if ARGV[9] ~= '' then redis.call('HSETNX', KEYS[1], 'published_at', ARGV[9]) end
 redis.call('HSETNX', KEYS[1], 'created_at', now)
 local fields = {'state', ARGV[3], 'updated_at', now, 'lane', ARGV[1], 'bookingId', ARGV[2]}
@@ -53,12 +66,8 @@ if old ~= ARGV[3] then
   if old then redis.call('HINCRBY', KEYS[3], old, -1) end
   redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
 end
-local entry = cjson.encode({state=ARGV[3], progress=ARGV[4], attempt=ARGV[5], at=now, detail=ARGV[7]})
-redis.call('RPUSH', KEYS[2], entry)
-redis.call('LTRIM', KEYS[2], -200, -1)
+record()
 redis.call('ZADD', KEYS[5], 'NX', redis.call('HGET', KEYS[1], 'created_at'), ARGV[2])
-redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[10], '*', 'lane', ARGV[1], 'bookingId', ARGV[2],
-  'state', ARGV[3], 'progress', ARGV[4], 'attempt', ARGV[5], 'at', now, 'detail', ARGV[7])
 return {old or '', redis.call('HGET', KEYS[1], 'published_at') or '', first}
 """
 

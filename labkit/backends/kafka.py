@@ -18,6 +18,7 @@ executor, and the asyncio side awaits it there.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -30,6 +31,7 @@ from kafka.structs import OffsetAndMetadata
 from labkit import names
 from labkit.backends.base import Backend, DeadLetter, LaneStats, Verdict
 
+log = logging.getLogger(__name__)
 DLQ_REDRIVE_GROUP = "booking-dlq-redrive"
 WORK_TOPICS = (names.TOPIC, *names.RETRY_TOPICS)
 
@@ -83,6 +85,8 @@ class KafkaBackend(Backend):
         for consumer in self._inspectors.values():
             await self._in(self._inspect_thread, consumer.close, autocommit=False)
         self._inspectors.clear()
+        self._producer_thread.shutdown(wait=False)
+        self._inspect_thread.shutdown(wait=False)
 
     # -- publishing ------------------------------------------------------------------------
     async def _publish(self, messages: list[tuple[str, str, str]], **options: Any) -> list[str]:
@@ -160,8 +164,15 @@ class KafkaBackend(Backend):
                     break
                 attempt = int(headers.get("attempt", 1))
                 job_id = f"{tp.topic}:{tp.partition}:{record.offset}"
-                verdict = await self.process(record.value, attempt=attempt, job_id=job_id)
-                await self._route(record, verdict, attempt)
+                try:
+                    verdict = await self.process(record.value or b"", attempt=attempt, job_id=job_id)
+                    await self._route(record, verdict, attempt)
+                except Exception:  # noqa: BLE001 - one bad moment must not end the worker
+                    # Rewind and stop this partition for now: the record is read again on
+                    # the next poll, and nothing after it is committed past it.
+                    log.warning("record %s failed; it will be read again", job_id, exc_info=True)
+                    await self._in(thread, consumer.seek, tp, record.offset)
+                    break
                 position = record.offset + 1
             return tp, position
 
@@ -170,7 +181,7 @@ class KafkaBackend(Backend):
             return
         key = (record.key or b"").decode()
         job_id = dict(record.headers or []).get("jobId", b"").decode() or "unknown"
-        message = [(job_id, key, record.value.decode(errors="replace"))]
+        message = [(job_id, key, (record.value or b"").decode(errors="replace"))]
         if verdict.action == "retry":
             topic = names.RETRY_TOPICS[min(attempt, len(names.RETRY_TOPICS)) - 1]
             headers = [("attempt", str(attempt + 1).encode()),
@@ -193,10 +204,10 @@ class KafkaBackend(Backend):
     async def _commit(self, thread, consumer, offsets) -> None:
         try:
             await self._in(thread, consumer.commit, offsets=offsets)
-        except CommitFailedError:
-            # The group rebalanced while we worked: another member will redeliver these
-            # records. At-least-once; the idempotent effects absorb the repeat.
-            pass
+        except (CommitFailedError, KafkaError) as exc:
+            # The group rebalanced while we worked (or the commit failed): another member
+            # redelivers these records. At-least-once; the idempotent effects absorb it.
+            log.info("commit not accepted (%s); the records will be redelivered", exc)
 
     async def _caught_up(self, thread, consumer) -> bool:
         assigned = await self._in(thread, consumer.assignment)
