@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -44,7 +45,7 @@ class Settings:
         kafka_options: dict[str, Any] = {}
         for key, value in env.items():
             if key.startswith("LABKIT_KAFKA_OPT_"):
-                kafka_options[key.removeprefix("LABKIT_KAFKA_OPT_").lower()] = value
+                kafka_options[key.removeprefix("LABKIT_KAFKA_OPT_").lower()] = _option(key, value)
         return cls(
             redis_url=env.get("LABKIT_REDIS_URL", DEFAULT_REDIS_URL),
             kafka_bootstrap=env.get("LABKIT_KAFKA_BOOTSTRAP", DEFAULT_KAFKA_BOOTSTRAP),
@@ -53,6 +54,7 @@ class Settings:
             home=Path(env.get("LABKIT_HOME", ".lab")).expanduser(),
             max_attempts=int(_number(env, "LABKIT_MAX_ATTEMPTS", 4, minimum=1)),
             backoff_base_s=_number(env, "LABKIT_BACKOFF_BASE_S", 1.0, minimum=0.0),
+            backoff_max_s=_number(env, "LABKIT_BACKOFF_MAX_S", 30.0, minimum=0.0),
             stale_after_s=_number(env, "LABKIT_STALE_AFTER_S", 3.0, minimum=0.5),
             bullmq_rate_limit_per_s=int(_number(env, "LABKIT_BULLMQ_RATE_LIMIT_PER_S", 0, minimum=0)),
             idempotency=env.get("LABKIT_IDEMPOTENCY", "on").lower() not in {"0", "off", "false"},
@@ -85,13 +87,25 @@ class Settings:
             "LABKIT_HOME": str(self.home),
             "LABKIT_MAX_ATTEMPTS": str(self.max_attempts),
             "LABKIT_BACKOFF_BASE_S": repr(self.backoff_base_s),
+            "LABKIT_BACKOFF_MAX_S": repr(self.backoff_max_s),
             "LABKIT_STALE_AFTER_S": repr(self.stale_after_s),
             "LABKIT_BULLMQ_RATE_LIMIT_PER_S": str(self.bullmq_rate_limit_per_s),
             "LABKIT_IDEMPOTENCY": "on" if self.idempotency else "off",
         }
         for key, value in self.kafka_options.items():
-            out[f"LABKIT_KAFKA_OPT_{key.upper()}"] = str(value)
+            out[f"LABKIT_KAFKA_OPT_{key.upper()}"] = json.dumps(value) if not isinstance(value, str) else value
         return out
+
+
+def _option(name: str, raw: str) -> Any:
+    """kafka-python wants real types: `30000` → int, `false` → bool; text stays text."""
+    if any(word in name.lower() for word in ("password", "username", "_id", "name")):
+        return raw  # secrets and names are text even when they look like numbers
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        return raw
+    return value if isinstance(value, (bool, int, float)) else raw
 
 
 def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:

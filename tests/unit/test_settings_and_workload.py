@@ -27,3 +27,13 @@ def test_workload_is_seeded_with_hot_hotels():
     hot = sum(hotels.count(Workload.hotel_id(i)) for i in range(3))
     assert 300 < hot < 500  # 40 % go to 3 of 20 hotels
     assert len({x.bookingId for x in Workload(seed=1).bookings(10)} & {x.bookingId for x in a.bookings(10)}) == 0
+
+
+def test_kafka_options_get_real_types():
+    s = Settings.from_env({"LABKIT_KAFKA_OPT_REQUEST_TIMEOUT_MS": "30000",
+                           "LABKIT_KAFKA_OPT_SSL_CHECK_HOSTNAME": "false",
+                           "LABKIT_KAFKA_OPT_SASL_PLAIN_PASSWORD": "12345"})
+    assert s.kafka_config()["request_timeout_ms"] == 30000
+    assert s.kafka_config()["ssl_check_hostname"] is False
+    assert s.kafka_config()["sasl_plain_password"] == "12345"
+    assert Settings.from_env(s.env()) == s
