@@ -99,7 +99,7 @@ class Settings:
 
 def _option(name: str, raw: str) -> Any:
     """kafka-python wants real types: `30000` → int, `false` → bool; text stays text."""
-    if any(word in name.lower() for word in ("password", "username", "_id", "name")):
+    if name.lower().endswith(("password", "username", "_id")):
         return raw  # secrets and names are text even when they look like numbers
     try:
         value = json.loads(raw)
