@@ -17,10 +17,10 @@ from rich.console import Console
 from rich.table import Table
 
 from labkit.backends import UnknownBackend, lanes_of
-from labkit.faults import FaultSpecError
+from labkit.faults import FaultSpecError, FaultStore
 from labkit.infra.cli import infra_app
 from labkit.lab import Lab
-from labkit.settings import LANES, Settings, SettingsError
+from labkit.settings import Settings, SettingsError
 
 app = typer.Typer(help="Booking Queue Lab", no_args_is_help=True, add_completion=False)
 app.add_typer(infra_app, name="infra")
@@ -144,7 +144,7 @@ async def dlq_redrive(backend: Backend, limit: int = 1000) -> None:
 async def faults_set(assignments: Annotated[list[str], typer.Argument(help="e.g. payment.fail_rate=0.3")]) -> None:
     """Change failure injection; running workers pick it up within a second."""
     async with Lab() as lab:
-        values = await lab.backend(LANES[1]).faults.set(assignments)
+        values = await FaultStore(lab.redis).set(assignments)
     console.print(f"faults set: {values}")
 
 
@@ -152,7 +152,7 @@ async def faults_set(assignments: Annotated[list[str], typer.Argument(help="e.g.
 @friendly
 async def faults_clear() -> None:
     async with Lab() as lab:
-        await lab.backend(LANES[1]).faults.clear()
+        await FaultStore(lab.redis).clear()
     console.print("faults cleared")
 
 
@@ -160,7 +160,7 @@ async def faults_clear() -> None:
 @friendly
 async def faults_show() -> None:
     async with Lab() as lab:
-        console.print(await lab.backend(LANES[1]).faults.show())
+        console.print(await FaultStore(lab.redis).show())
 
 
 @app.command()

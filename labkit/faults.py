@@ -14,6 +14,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from labkit.keys import FAULTS_KEY
+from labkit.text import as_text as _text
 
 STEPS = ("validate", "payment", "pdf", "email", "inventory")
 KNOBS = {
@@ -123,7 +124,3 @@ class FaultStore:
     async def show(self) -> dict[str, str]:
         self._read_at = 0.0
         return dict((await self.current()).values)
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -15,6 +15,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from redis.asyncio import Redis
 
 from labkit import keys
+from labkit.text import as_text as _s
 
 # Seconds from publish to a terminal state; spans time_scale 0 (ms) to seed durations (12 s+).
 BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 20, 30, 60, 120)
@@ -125,7 +126,3 @@ def prometheus_text(snapshot: dict[str, LaneMetrics]) -> bytes:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Collector())
     return generate_latest(registry)
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

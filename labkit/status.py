@@ -17,6 +17,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from labkit import keys
+from labkit.text import as_text as _text
 
 
 class State(StrEnum):
@@ -228,11 +229,6 @@ def _script_args(
         keys.EVENTS_MAXLEN,
     ]
 
-
-def _text(value: bytes | str | None) -> str:
-    if value is None:
-        return ""
-    return value.decode() if isinstance(value, bytes) else value
 
 
 def _float(value: str | None) -> float | None:

@@ -30,6 +30,7 @@ from labkit.metrics import Metrics
 from labkit.pipeline import Outcome, PermanentError, Pipeline, backoff_s
 from labkit.settings import Settings
 from labkit.status import State, StatusStore
+from labkit.text import as_text as _s
 
 log = logging.getLogger(__name__)
 WORKER_SEEN_S = 5.0  # a worker that has not checked in for this long no longer counts
@@ -287,7 +288,3 @@ def _booking_id_of(payload: Any) -> str | None:
         return booking_id if isinstance(booking_id, str) and 0 < len(booking_id) <= 64 else None
     except Exception:  # noqa: BLE001 - anything unreadable simply has no booking id
         return None
-
-
-def _s(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value

@@ -29,7 +29,7 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from labkit import names
-from labkit.backends.base import Backend, DeadLetter, LaneStats, Verdict
+from labkit.backends.base import Backend, DeadLetter, LaneStats, Verdict, _booking_id_of
 
 log = logging.getLogger(__name__)
 DLQ_REDRIVE_GROUP = "booking-dlq-redrive"
@@ -167,7 +167,7 @@ class KafkaBackend(Backend):
                 try:
                     verdict = await self.process(record.value or b"", attempt=attempt, job_id=job_id)
                     await self._route(record, verdict, attempt)
-                except Exception:  # noqa: BLE001 - one bad moment must not end the worker
+                except Exception:
                     # Rewind and stop this partition for now: the record is read again on
                     # the next poll, and nothing after it is committed past it.
                     log.warning("record %s failed; it will be read again", job_id, exc_info=True)
@@ -294,8 +294,6 @@ def stats_retry_backlog(lag: dict[str, int]) -> int:
 
 
 def _letter(record) -> DeadLetter:
-    from labkit.backends.base import _booking_id_of
-
     headers = {k: v.decode(errors="replace") for k, v in record.headers or []}
     payload = record.value.decode(errors="replace")
     return DeadLetter(

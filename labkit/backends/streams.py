@@ -20,7 +20,8 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from labkit import names
-from labkit.backends.base import Backend, DeadLetter, LaneStats, Verdict
+from labkit.backends.base import Backend, DeadLetter, LaneStats, Verdict, _booking_id_of
+from labkit.text import as_text as _s
 
 log = logging.getLogger(__name__)
 RETRY_CONSUMER = "retry"
@@ -210,8 +211,6 @@ class StreamsBackend(Backend):
 
 
 def _letter(entry_id: str, fields: dict) -> DeadLetter:
-    from labkit.backends.base import _booking_id_of
-
     payload = _s(fields.get("job", ""))
     return DeadLetter(
         id=entry_id,
@@ -221,7 +220,3 @@ def _letter(entry_id: str, fields: dict) -> DeadLetter:
         payload=payload,
         failed_at=int(entry_id.split("-")[0]) / 1000,
     )
-
-
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
