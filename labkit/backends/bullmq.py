@@ -19,6 +19,8 @@ from labkit import names
 from labkit.backends.base import Backend, DeadLetter, LaneStats
 
 BACKOFF_TYPE = "jittered-exponential"
+LAB_FAILURE = "dead-lettered by the lab: "  # marks failures the lab itself routed to the DLQ
+SWEPT_KEY = "lab:bullmq:swept"  # failed jobs the sweeper has already dead-lettered
 _current_job: contextvars.ContextVar[Job] = contextvars.ContextVar("bullmq_job")
 
 
@@ -97,12 +99,17 @@ class BullMQBackend(Backend):
             },
         )
         try:
+            sweeps = 0
             while not stop.is_set():
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=0.5)
                 except TimeoutError:
                     pass
+                sweeps += 1
+                if sweeps % 10 == 0:
+                    await self._sweep_failed()
                 if burst and await self._drained():
+                    await self._sweep_failed()
                     break
         finally:
             await worker.close()  # waits for in-flight jobs: a graceful stop loses nothing
@@ -117,14 +124,34 @@ class BullMQBackend(Backend):
         if verdict.action == "retry":
             raise RetryLater(verdict.reason, int(verdict.delay_s * 1000))
         if verdict.action == "dead":
-            await self.queue(names.BULLMQ_DLQ).add(
-                names.BULLMQ_JOB_NAME,
-                {"job": job.data, "reason": verdict.reason, "attempts": job.attemptsMade + 1,
-                 "source": job.id},
-                {"removeOnComplete": True},
-            )
-            raise UnrecoverableError(verdict.reason)  # into BullMQ's failed set, no more tries
+            await self._dead_letter(job, verdict.reason, job.attemptsMade + 1)
+            # into BullMQ's failed set, no more tries
+            raise UnrecoverableError(f"{LAB_FAILURE}{verdict.reason}")
         return "done"
+
+    async def _dead_letter(self, job: Job, reason: str, attempts: int) -> None:
+        await self.queue(names.BULLMQ_DLQ).add(
+            names.BULLMQ_JOB_NAME,
+            {"job": job.data, "reason": reason, "attempts": attempts, "source": job.id},
+            # one letter per failed job, however often this runs
+            {"jobId": f"dlq-{job.id}", "removeOnComplete": True},
+        )
+
+    async def _sweep_failed(self) -> None:
+        """Jobs BullMQ failed by itself — stalled more often than maxStalledCount, or a
+        processor error outside the pipeline — still get a dead letter and a final status."""
+        for job in await self.queue().getFailed(0, 199):
+            booking_id = _letter_booking_id(job.data)
+            if booking_id is None or str(job.failedReason).startswith(LAB_FAILURE):
+                continue  # the lab's own dead-letter path already handled it
+            current = await self.status.get(self.lane, booking_id)
+            if current is None or current.terminal:
+                continue
+            if not await self.redis.sadd(SWEPT_KEY, job.id):
+                continue  # swept before (and maybe redriven since): once is enough
+            reason = f"failed by BullMQ: {job.failedReason}"
+            await self._dead_letter(job, reason, job.attemptsMade)
+            await self._mark_dead(booking_id, reason, job.attemptsMade)
 
     async def _on_progress(self, progress: int) -> None:
         job = _current_job.get(None)
@@ -163,14 +190,18 @@ def _data(payload: str) -> Any:
         return payload
 
 
+def _letter_booking_id(data: Any) -> str | None:
+    booking_id = data.get("data", {}).get("bookingId") if isinstance(data, dict) else None
+    return booking_id if isinstance(booking_id, str) else None
+
+
 def _letter(job: Job) -> DeadLetter:
     data = job.data if isinstance(job.data, dict) else {}
     original = data.get("job")
     payload = original if isinstance(original, str) else json.dumps(original)
-    booking_id = original.get("data", {}).get("bookingId") if isinstance(original, dict) else None
     return DeadLetter(
         id=str(job.id),
-        booking_id=booking_id if isinstance(booking_id, str) else None,
+        booking_id=_letter_booking_id(original),
         reason=str(data.get("reason", "")),
         attempts=int(data.get("attempts", 0)),
         payload=payload,
