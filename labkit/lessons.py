@@ -2,6 +2,9 @@
 
 - `setup()`: seeds and offline plotly, once per notebook.
 - `Workers`: worker pools for several lanes at once, stopped together (and in parallel).
+- `pool()` / `kill()`: one lane's WorkerPool from async code, its blocking calls (a graceful
+  stop waits for in-flight jobs, kill -9 waits for the process) run in a thread so other
+  coroutines — other lanes under `asyncio.gather`, a live board — keep running meanwhile.
 - Kafka look-ups a lesson wants to show: which partition a key lands on, who owns each
   partition, reading records from an offset or a timestamp (replay).
 - Order checks: when each booking started, per lane.
@@ -10,9 +13,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 from labkit import names
@@ -31,7 +35,9 @@ class Workers:
     """`async with Workers(lab, ["bullmq", "kafka"], workers=2) as pools:` — each lane's
     WorkerPool; on exit all are stopped gracefully, side by side."""
 
-    def __init__(self, lab, lanes: Iterable[str] = LANES, *, workers: int = 1, concurrency: int = 1) -> None:
+    def __init__(
+        self, lab, lanes: Iterable[str] = LANES, *, workers: int = 1, concurrency: int = 1
+    ) -> None:
         self.pools = {lane: lab.pool(lane, concurrency=concurrency) for lane in lanes}
         self.workers = workers
 
@@ -50,11 +56,40 @@ class Workers:
         await asyncio.gather(*(asyncio.to_thread(p.stop) for p in self.pools.values()))
 
 
-async def wait_for_workers(lab, lane: str, count: int, *, timeout_s: float = 30.0) -> int:
-    """Until `count` workers of `lane` have checked in (a worker process needs a moment)."""
+@contextlib.asynccontextmanager
+async def pool(lab, lane: str, *, workers: int = 0, concurrency: int = 1) -> AsyncIterator[Any]:
+    """`async with lessons.pool(lab, "kafka", workers=2) as pool:` — like `with lab.pool(...)`,
+    but starting and the graceful stop on exit happen off the event loop."""
+    workers_pool = lab.pool(lane, concurrency=concurrency)
+    try:
+        if workers:
+            await asyncio.to_thread(workers_pool.start, workers)
+        yield workers_pool
+    finally:
+        await asyncio.to_thread(workers_pool.stop)
+
+
+async def kill(workers_pool, pid: int | None = None) -> int:
+    """kill -9 one worker of `workers_pool` (WorkerPool.kill) without blocking the event loop."""
+    return await asyncio.to_thread(workers_pool.kill, pid)
+
+
+async def wait_for_workers(
+    lab,
+    lane: str,
+    count: int,
+    *,
+    timeout_s: float = 30.0,
+    pids: Iterable[int] | None = None,
+) -> int:
+    """Until `count` workers of `lane` have checked in (a worker process needs a moment);
+    returns how many did. With `pids`, only those processes count (e.g. `pool.pids`), not
+    workers of an earlier run that checked in a few seconds ago."""
     deadline = time.monotonic() + timeout_s
+    mine = None if pids is None else set(pids)
     while True:
-        live = len(await lab.backend(lane).live_workers())
+        workers = (await lab.backend(lane).live_workers()).values()
+        live = sum(1 for info in workers if mine is None or info.get("pid") in mine)
         if live >= count or time.monotonic() > deadline:
             return live
         await asyncio.sleep(0.2)
@@ -74,7 +109,9 @@ def _admin(settings: Settings):
     return KafkaAdminClient(**settings.kafka_config(client_id="labkit-lesson"))
 
 
-def kafka_assignment(settings: Settings, group: str = names.GROUP, topic: str = names.TOPIC) -> dict[str, Any]:
+def kafka_assignment(
+    settings: Settings, group: str = names.GROUP, topic: str = names.TOPIC
+) -> dict[str, Any]:
     """Members of the consumer group and the partitions of `topic` each one owns, with lag."""
     from kafka import KafkaConsumer, TopicPartition
 
@@ -91,7 +128,9 @@ def kafka_assignment(settings: Settings, group: str = names.GROUP, topic: str = 
         label = consumer_label(member["client_id"])
         members.append(label)
         assignment = member.get("member_assignment")  # empty while the group rebalances
-        for part in assignment.get("assigned_partitions", []) if isinstance(assignment, dict) else []:
+        for part in (
+            assignment.get("assigned_partitions", []) if isinstance(assignment, dict) else []
+        ):
             if part["topic"] == topic:
                 owner.update(dict.fromkeys(part["partitions"], label))
     consumer = KafkaConsumer(**settings.kafka_config(group_id=None))
@@ -104,8 +143,15 @@ def kafka_assignment(settings: Settings, group: str = names.GROUP, topic: str = 
     for tp in tps:
         done = committed.get(tp)
         done_offset = done.offset if done is not None else 0
-        rows.append({"partition": tp.partition, "consumer": owner.get(tp.partition, "(none)"),
-                     "committed": done_offset, "end": ends[tp], "lag": ends[tp] - done_offset})
+        rows.append(
+            {
+                "partition": tp.partition,
+                "consumer": owner.get(tp.partition, "(none)"),
+                "committed": done_offset,
+                "end": ends[tp],
+                "lag": ends[tp] - done_offset,
+            }
+        )
     return {"state": info.get("group_state"), "members": sorted(members), "rows": rows}
 
 
@@ -116,8 +162,13 @@ def consumer_label(client_id: str) -> str:
 
 
 def kafka_records(
-    settings: Settings, topic: str = names.TOPIC, *, partition: int | None = None,
-    offset: int | None = None, since_s: float | None = None, limit: int = 1000,
+    settings: Settings,
+    topic: str = names.TOPIC,
+    *,
+    partition: int | None = None,
+    offset: int | None = None,
+    since_s: float | None = None,
+    limit: int = 1000,
 ) -> list[dict[str, Any]]:
     """Read records again without any consumer group: from `offset` (per partition) or from
     the first record at or after epoch time `since_s`, else from the beginning. A replay."""
@@ -129,7 +180,9 @@ def kafka_records(
         tps = [TopicPartition(topic, p) for p in parts]
         consumer.assign(tps)
         ends = consumer.end_offsets(tps)
-        starts = consumer.offsets_for_times({tp: int(since_s * 1000) for tp in tps}) if since_s else {}
+        starts = (
+            consumer.offsets_for_times({tp: int(since_s * 1000) for tp in tps}) if since_s else {}
+        )
         for tp in tps:
             if since_s is not None:
                 found = starts.get(tp)
@@ -156,8 +209,13 @@ def _record(record) -> dict[str, Any]:
         booking_id = json.loads(record.value)["data"]["bookingId"]
     except (ValueError, KeyError, TypeError):
         booking_id = None
-    return {"partition": record.partition, "offset": record.offset, "key": (record.key or b"").decode(),
-            "bookingId": booking_id, "timestamp": record.timestamp / 1000}
+    return {
+        "partition": record.partition,
+        "offset": record.offset,
+        "key": (record.key or b"").decode(),
+        "bookingId": booking_id,
+        "timestamp": record.timestamp / 1000,
+    }
 
 
 # -- order -------------------------------------------------------------------------------------
@@ -174,12 +232,18 @@ async def first_starts(lab, lane: str, booking_ids: Sequence[str]) -> dict[str, 
     return out
 
 
-def kafka_offset_order_kept(bookings: Sequence[Any], kafka_ids: Sequence[str], starts: dict[str, float]) -> dict[str, bool]:
+def kafka_offset_order_kept(
+    bookings: Sequence[Any], kafka_ids: Sequence[str], starts: dict[str, float]
+) -> dict[str, bool]:
     """Per hotel: did its bookings start in the order of their offsets in the partition?"""
     by_hotel: dict[str, list[tuple[int, float]]] = {}
     for booking, job_id in zip(bookings, kafka_ids, strict=True):
         _topic, _partition, offset = job_id.split(":")
         if booking.bookingId in starts:
-            by_hotel.setdefault(booking.hotelId, []).append((int(offset), starts[booking.bookingId]))
-    return {hotel: [t for _o, t in sorted(pairs)] == sorted(t for _o, t in pairs)
-            for hotel, pairs in by_hotel.items()}
+            by_hotel.setdefault(booking.hotelId, []).append(
+                (int(offset), starts[booking.bookingId])
+            )
+    return {
+        hotel: [t for _o, t in sorted(pairs)] == sorted(t for _o, t in pairs)
+        for hotel, pairs in by_hotel.items()
+    }

@@ -58,6 +58,7 @@ def _brokers_for_markers(request, settings):
 @pytest.fixture
 async def lab(settings, request):
     """A Lab on the test brokers, its Redis db emptied first (the test server is ours)."""
+    from labkit.faults import FaultStore
     from labkit.lab import Lab
 
     require("Redis", *settings.redis_host_port)
@@ -66,6 +67,7 @@ async def lab(settings, request):
     async with Lab(settings) as lab:
         await lab.redis.flushdb()
         yield lab
+        await FaultStore(lab.redis).clear()  # a fault left set would reach the next suite
 
 
 def _skip_kafka_leftovers(settings) -> None:

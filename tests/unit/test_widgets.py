@@ -79,6 +79,20 @@ def test_backoff_timeline_shows_growing_gaps_of_retried_bookings():
     assert list(timeline.attempts) == ["streams 00007"]  # bookings tried once are left out
     assert timeline.gaps("streams 00007") == [0.4, 0.7]
     assert list(timeline.figure.data[1].x) == [0.1, 0.5]
+    assert timeline.scheduled("streams 00007") == [0.2, 0.4]  # from "retry in ..." notes
+    assert [r["waited_s"] for r in timeline.retries["streams 00007"]] == [0.3, 0.6]
+    assert timeline.scheduled("streams 00008") == []
+
+
+def test_retry_waits_pair_each_failure_with_the_next_start():
+    history = [{"state": "active", "at": "10.0", "detail": "started"},
+               {"state": "retrying", "at": "10.5", "detail": "TransientError: x; retry in 1.25s"},
+               {"state": "active", "at": "11.8", "detail": "started"},
+               {"state": "retrying", "at": "12.0", "detail": "TransientError: x; retry in 2.50s"}]
+    assert charts.retry_waits(history) == [
+        {"failed_at": 10.5, "scheduled_s": 1.25, "waited_s": 1.3},
+        {"failed_at": 12.0, "scheduled_s": 2.5, "waited_s": None},  # not retried yet
+    ]
 
 
 def test_partition_table_and_idle_consumers():
@@ -145,3 +159,90 @@ def test_offset_order_check_per_hotel():
     ids = ["bookings:1:5", "bookings:1:6", "bookings:2:0"]
     assert lessons.kafka_offset_order_kept(bookings, ids, {"bk-0": 1.0, "bk-1": 2.0, "bk-2": 0.5}) == {"h1": True, "h2": True}
     assert lessons.kafka_offset_order_kept(bookings, ids, {"bk-0": 3.0, "bk-1": 2.0})["h1"] is False
+
+
+class _FakePool:
+    """Blocking like WorkerPool: start/stop/kill take a while; records the thread they ran on."""
+
+    def __init__(self):
+        import threading
+
+        self.calls, self._thread = [], threading.get_ident
+
+    def _record(self, name):
+        import time
+
+        time.sleep(0.05)
+        self.calls.append((name, self._thread()))
+
+    def start(self, count=1):
+        self._record(f"start {count}")
+
+    def stop(self):
+        self._record("stop")
+
+    def kill(self, pid=None):
+        self._record("kill")
+        return 123
+
+
+def test_pool_and_kill_keep_blocking_calls_off_the_event_loop():
+    import threading
+
+    pools = []
+
+    class Lab:
+        def pool(self, lane, *, concurrency=1):
+            pools.append(_FakePool())
+            return pools[-1]
+
+    async def scenario():
+        ticks = 0
+
+        async def ticker():  # another lane's coroutine: it must keep running meanwhile
+            nonlocal ticks
+            while True:
+                ticks += 1
+                await asyncio.sleep(0.005)
+
+        task = asyncio.create_task(ticker())
+        async with lessons.pool(Lab(), "kafka", workers=2) as pool:
+            assert await lessons.kill(pool) == 123
+        task.cancel()
+        return ticks
+
+    loop_thread = threading.get_ident()
+    assert asyncio.run(scenario()) >= 5
+    assert [name for name, _t in pools[0].calls] == ["start 2", "kill", "stop"]
+    assert all(thread != loop_thread for _name, thread in pools[0].calls)
+
+
+def test_pool_stops_even_when_the_block_fails():
+    pools = []
+
+    class Lab:
+        def pool(self, lane, *, concurrency=1):
+            pools.append(_FakePool())
+            return pools[-1]
+
+    async def scenario():
+        async with lessons.pool(Lab(), "streams"):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        asyncio.run(scenario())
+    assert [name for name, _t in pools[0].calls] == ["stop"]  # workers=0: nothing started
+
+
+def test_wait_for_workers_counts_only_the_given_pids():
+    class Backend:
+        async def live_workers(self):
+            return {"w-1": {"pid": 1}, "w-2": {"pid": 2}, "old-9": {"pid": 9}}
+
+    class Lab:
+        def backend(self, lane):
+            return Backend()
+
+    assert asyncio.run(lessons.wait_for_workers(Lab(), "streams", 2, pids=[1, 2])) == 2
+    assert asyncio.run(lessons.wait_for_workers(Lab(), "streams", 3)) == 3  # any live worker
+    assert asyncio.run(lessons.wait_for_workers(Lab(), "streams", 3, pids=[1, 2], timeout_s=0.3)) == 2
