@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from functools import wraps
@@ -64,14 +65,15 @@ async def worker(
     burst: Annotated[bool, typer.Option(help="exit once nothing is left to do")] = False,
 ) -> None:
     """Run one worker process for a lane. SIGTERM finishes in-flight jobs, then exits."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    level = os.environ.get("LABKIT_LOG_LEVEL", "WARNING").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s")
     lanes_of(backend)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with Lab() as lab:
-        console.print(f"[green]▶[/green] {backend} worker pid={__import__('os').getpid()} concurrency={concurrency}")
+        console.print(f"[green]▶[/green] {backend} worker pid={os.getpid()} concurrency={concurrency}")
         await lab.backend(backend).run_worker(concurrency=concurrency, stop=stop, burst=burst)
         console.print(f"[blue]■[/blue] {backend} worker stopped")
 

@@ -108,30 +108,22 @@ class KafkaBackend(Backend):
     # -- consuming -------------------------------------------------------------------------
     async def _run(self, *, concurrency: int, stop: asyncio.Event, burst: bool) -> None:
         thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-consumer")
-        session_ms = int(self.settings.stale_after_s * 1000)
-        consumer = await self._in(
-            thread,
-            KafkaConsumer,
-            **self.settings.kafka_config(
-                group_id=names.GROUP,
-                client_id=self.worker_id,
-                enable_auto_commit=False,  # commit after processing, not on a timer
-                auto_offset_reset="earliest",
-                # The 45 s / 3 s defaults make a lab wait most of a minute to notice a dead
-                # worker; the broker allows down to group.min.session.timeout.ms.
-                session_timeout_ms=session_ms,
-                heartbeat_interval_ms=max(300, session_ms // 4),
-                fetch_max_wait_ms=100,  # the default 500 ms shows up as latency
-                max_poll_records=max(concurrency * 4, 10),
-            ),
-        )
-        await self._in(thread, _subscribe_with_metadata, consumer)
+        consumer = await self._in(thread, self._join, concurrency)
         paused: dict[TopicPartition, float] = {}
         idle_polls = 0
+        unstable_since: float | None = None
         try:
             while not stop.is_set():
                 await self._resume_due(thread, consumer, paused)
                 batch = await self._in(thread, consumer.poll, timeout_ms=200)
+                unstable_since = _unstable_since(consumer, unstable_since)
+                if _stuck(unstable_since):
+                    # kafka-python 3.0 can hang in a join that a metadata change interrupted:
+                    # the broker then drops us while we wait. Start over with a new member.
+                    log.warning("consumer stuck outside a stable group; rejoining as a new member")
+                    await self._in(thread, consumer.close)
+                    consumer, paused, unstable_since = await self._in(thread, self._join, concurrency), {}, None
+                    continue
                 if not batch:
                     idle_polls += 1
                     if burst and idle_polls >= 3 and not paused and await self._caught_up(thread, consumer):
@@ -148,6 +140,25 @@ class KafkaBackend(Backend):
         finally:
             await self._in(thread, consumer.close)  # leaves the group: partitions move at once
             thread.shutdown(wait=False)
+
+    def _join(self, concurrency: int) -> KafkaConsumer:
+        session_ms = int(self.settings.stale_after_s * 1000)
+        consumer = KafkaConsumer(
+            **self.settings.kafka_config(
+                group_id=names.GROUP,
+                client_id=self.worker_id,
+                enable_auto_commit=False,  # commit after processing, not on a timer
+                auto_offset_reset="earliest",
+                # The 45 s / 3 s defaults make a lab wait most of a minute to notice a dead
+                # worker; the broker allows down to group.min.session.timeout.ms.
+                session_timeout_ms=session_ms,
+                heartbeat_interval_ms=max(300, session_ms // 4),
+                fetch_max_wait_ms=100,  # the default 500 ms shows up as latency
+                max_poll_records=max(concurrency * 4, 10),
+            )
+        )
+        _subscribe_with_metadata(consumer)
+        return consumer
 
     async def _partition(self, sem, thread, consumer, tp, records, paused) -> tuple[TopicPartition, int | None]:
         """Handle one partition's records in offset order; return the offset to commit."""
@@ -276,6 +287,20 @@ class KafkaBackend(Backend):
         stats.lag = sum(v for k, v in work.items() if k.startswith(f"{names.TOPIC}:"))
         stats.dlq_size = sum(dlq.values())
         stats.detail = {"lag_per_partition": work, "retry_backlog": stats_retry_backlog(work)}
+
+
+STUCK_AFTER_S = 15.0  # a healthy join takes well under a second, even on a busy machine
+
+
+def _unstable_since(consumer: KafkaConsumer, since: float | None) -> float | None:
+    """When this member left the stable state (None while stable)."""
+    if consumer._coordinator.stable():  # kafka-python exposes no public membership state
+        return None
+    return since or time.monotonic()
+
+
+def _stuck(since: float | None) -> bool:
+    return since is not None and time.monotonic() - since > STUCK_AFTER_S
 
 
 def _subscribe_with_metadata(consumer: KafkaConsumer, timeout_s: float = 30.0) -> None:
