@@ -12,6 +12,7 @@ import pytest
 
 from labkit import names
 from labkit.infra.kafka_jars import resolve_libs
+from labkit.lessons import Workers
 from labkit.settings import KAFKA_VERSION, LANES
 from labkit.status import State
 from labkit.workload import Workload
@@ -27,14 +28,8 @@ async def drained(lab):
     bookings = workload.bookings(20)
     await lab.stock(workload.rooms)
     await lab.publish(bookings)
-    pools = [lab.pool(lane, concurrency=4) for lane in LANES]
-    try:
-        for pool in pools:
-            pool.start(1)
+    async with Workers(lab, workers=1, concurrency=4):
         states = await lab.wait_for([b.bookingId for b in bookings], timeout_s=120)
-    finally:
-        for pool in pools:
-            pool.stop()
     for lane in LANES:
         assert set(states[lane].values()) == {State.COMPLETED}
     return bookings

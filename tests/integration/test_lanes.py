@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from labkit.booking import make_booking
+from labkit.lessons import Workers
 from labkit.pipeline import PROGRESS_CHECKPOINTS
 from labkit.settings import LANES
 from labkit.status import State
@@ -156,7 +157,7 @@ async def test_kafka_processes_one_hotels_records_in_offset_order(lab):
     first_start: dict[str, list[tuple[int, float]]] = {}
     for b in bookings:
         status = await backend.status.get("kafka", b.bookingId)
-        _topic, partition, offset = status.job_id.split(":")
+        _topic, _partition, offset = status.job_id.split(":")
         started = min(float(h["at"]) for h in status.history if h["detail"] == "started")
         first_start.setdefault(b.hotelId, []).append((int(offset), started))
     for hotel, runs in first_start.items():
@@ -170,14 +171,8 @@ async def test_three_hundred_bookings_with_flaky_payments_on_every_lane(lab):
     await lab.stock(Workload(seed=3, rooms_per_hotel=1000).rooms)
     await lab.backend("streams").faults.set(["payment.fail_rate=0.2"])
     await lab.publish(bookings)
-    pools = [lab.pool(lane, concurrency=4) for lane in LANES]
-    try:
-        for pool in pools:
-            pool.start(3)
+    async with Workers(lab, workers=3, concurrency=4):
         states = await lab.wait_for([b.bookingId for b in bookings], timeout_s=240)
-    finally:
-        for pool in pools:
-            pool.stop()
     for lane in LANES:
         backend = lab.backend(lane)
         lost = [b for b, s in states[lane].items() if s is None or s not in
