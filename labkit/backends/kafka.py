@@ -24,12 +24,13 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from labkit import names
 from labkit.backends.base import Backend, DeadLetter, LaneStats, Verdict, _booking_id_of
+from labkit.pipeline import STEPS
 
 log = logging.getLogger(__name__)
 DLQ_REDRIVE_GROUP = "booking-dlq-redrive"
@@ -46,6 +47,7 @@ class KafkaBackend(Backend):
         self._inspect_thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-inspect")
         self._inspectors: dict[str, KafkaConsumer] = {}
         self._topics_ready = False
+        self._checked_at = 0.0
 
     # -- clients ---------------------------------------------------------------------------
     async def _in(self, executor: ThreadPoolExecutor, fn, *args, **kwargs):
@@ -117,7 +119,7 @@ class KafkaBackend(Backend):
                 await self._resume_due(thread, consumer, paused)
                 batch = await self._in(thread, consumer.poll, timeout_ms=200)
                 unstable_since = _unstable_since(consumer, unstable_since)
-                if _stuck(unstable_since):
+                if await self._stuck(consumer, unstable_since):
                     # kafka-python 3.0 can hang in a join that a metadata change interrupted:
                     # the broker then drops us while we wait. Start over with a new member.
                     log.warning("consumer stuck outside a stable group; rejoining as a new member")
@@ -141,6 +143,35 @@ class KafkaBackend(Backend):
             await self._in(thread, consumer.close)  # leaves the group: partitions move at once
             thread.shutdown(wait=False)
 
+    async def _stuck(self, consumer: KafkaConsumer, since: float | None) -> bool:
+        """Outside a stable group while the broker's group is Stable (it went on without
+        us), or longer than any join may wait (max_poll_interval): stuck, not waiting."""
+        if since is None:
+            return False
+        waited_s = time.monotonic() - since
+        if waited_s > consumer.config["max_poll_interval_ms"] / 1000 + 15:
+            return True
+        if waited_s < STUCK_CHECK_AFTER_S or time.monotonic() - self._checked_at < STUCK_CHECK_AFTER_S:
+            return False
+        self._checked_at = time.monotonic()  # an admin round trip: not on every poll
+        return await self._in(self._inspect_thread, self._group_state) == "Stable"
+
+    def _group_state(self) -> str | None:
+        admin = KafkaAdminClient(**self.settings.kafka_config(client_id=f"{self.worker_id}-check"))
+        try:
+            described = admin.describe_groups([names.GROUP])
+            info = described.get(names.GROUP, described) if isinstance(described, dict) else described[0]
+            return info.get("group_state")
+        except KafkaError:
+            return None
+        finally:
+            admin.close()
+
+    def _max_poll_interval_ms(self, concurrency: int) -> int:
+        # Worst case: the whole batch sits in one partition and runs back to back.
+        batch_s = concurrency * SEED_PIPELINE_S * self.settings.time_scale
+        return int(max(MIN_POLL_INTERVAL_S, 2 * batch_s + 30) * 1000)
+
     def _join(self, concurrency: int) -> KafkaConsumer:
         session_ms = int(self.settings.stale_after_s * 1000)
         consumer = KafkaConsumer(
@@ -154,7 +185,11 @@ class KafkaBackend(Backend):
                 session_timeout_ms=session_ms,
                 heartbeat_interval_ms=max(300, session_ms // 4),
                 fetch_max_wait_ms=100,  # the default 500 ms shows up as latency
-                max_poll_records=max(concurrency * 4, 10),
+                # A rebalance waits for every member to poll again, so a poll's batch must
+                # finish well inside max_poll_interval_ms even at time_scale 1 (12 s a
+                # booking, one partition's records in order): a few records at a time.
+                max_poll_records=concurrency,
+                max_poll_interval_ms=self._max_poll_interval_ms(concurrency),
             )
         )
         _subscribe_with_metadata(consumer)
@@ -289,7 +324,9 @@ class KafkaBackend(Backend):
         stats.detail = {"lag_per_partition": work, "retry_backlog": stats_retry_backlog(work)}
 
 
-STUCK_AFTER_S = 15.0  # a healthy join takes well under a second, even on a busy machine
+MIN_POLL_INTERVAL_S = 60
+STUCK_CHECK_AFTER_S = 10.0  # a healthy join takes well under a second
+SEED_PIPELINE_S = sum(step.seed_duration_s for step in STEPS)
 
 
 def _unstable_since(consumer: KafkaConsumer, since: float | None) -> float | None:
@@ -299,8 +336,6 @@ def _unstable_since(consumer: KafkaConsumer, since: float | None) -> float | Non
     return since or time.monotonic()
 
 
-def _stuck(since: float | None) -> bool:
-    return since is not None and time.monotonic() - since > STUCK_AFTER_S
 
 
 def _subscribe_with_metadata(consumer: KafkaConsumer, timeout_s: float = 30.0) -> None:
