@@ -15,7 +15,9 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
+from labkit.backends.base import LaneStats
 from labkit.booking import BookingRequest
 from labkit.settings import LANES
 
@@ -121,18 +123,10 @@ class BookingView(BaseModel):
     lanes: dict[str, LaneStatus]
 
 
-class QueueStats(BaseModel):
-    lane: str
-    waiting: int = 0
-    active: int = 0
-    retrying: int = 0
-    completed: int = 0
-    rejected: int = 0
-    dead_lettered: int = 0
-    dlq_size: int = 0
-    lag: int | None = None
-    workers: int = 0
-    detail: dict[str, Any] = {}
+@pydantic_dataclass
+class QueueStats(LaneStats):
+    """LaneStats as the API shows it: a lane whose broker did not answer carries `error`."""
+
     error: str | None = None
 
 

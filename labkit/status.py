@@ -180,9 +180,6 @@ class StatusStore:
         out.update({_text(k): int(v) for k, v in raw.items()})
         return out
 
-    async def recent(self, lane: str, limit: int = 20) -> list[str]:
-        return [_text(b) for b in await self._redis.zrevrange(keys.index(lane), 0, limit - 1)]
-
     async def follow(
         self, *, last_id: str = "$", block_ms: int = 1000
     ) -> AsyncIterator[tuple[str, dict[str, str]]]:

@@ -321,7 +321,7 @@ class KafkaBackend(Backend):
             return
         stats.lag = sum(v for k, v in work.items() if k.startswith(f"{names.TOPIC}:"))
         stats.dlq_size = sum(dlq.values())
-        stats.detail = {"lag_per_partition": work, "retry_backlog": stats_retry_backlog(work)}
+        stats.detail = {"lag_per_partition": work, "retry_backlog": _retry_backlog(work)}
 
 
 MIN_POLL_INTERVAL_S = 60
@@ -349,7 +349,7 @@ def _subscribe_with_metadata(consumer: KafkaConsumer, timeout_s: float = 30.0) -
     consumer.subscribe(list(WORK_TOPICS))
 
 
-def stats_retry_backlog(lag: dict[str, int]) -> int:
+def _retry_backlog(lag: dict[str, int]) -> int:
     return sum(v for k, v in lag.items() if not k.startswith(f"{names.TOPIC}:"))
 
 

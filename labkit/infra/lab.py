@@ -27,15 +27,15 @@ Say = Callable[[str], None]
 @dataclass(frozen=True, kw_only=True)
 class ServiceStatus:
     service: str
-    node_id: int | None
-    version: str | None
     host: str
     port: int
-    controller_port: int | None
-    pid: int | None
-    managed: bool  # started by this lab's `infra up` (vs. something reachable we don't own)
     healthy: bool
-    log: str | None
+    managed: bool = False  # started by this lab's `infra up` (vs. something reachable we don't own)
+    node_id: int | None = None
+    version: str | None = None
+    controller_port: int | None = None
+    pid: int | None = None
+    log: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -272,11 +272,9 @@ def _redis_status(settings: Settings) -> ServiceStatus:
     version = redis_server.version(settings)
     return ServiceStatus(
         service="redis",
-        node_id=None,
         version=version,
         host=host,
         port=port,
-        controller_port=None,
         pid=pid,
         managed=pid is not None,
         healthy=version is not None,
@@ -292,18 +290,7 @@ def _kafka_status(settings: Settings) -> list[ServiceStatus]:
         host, port = settings.kafka_host_port
         answers = _external_kafka_answers(settings)
         return [
-            ServiceStatus(
-                service="kafka",
-                node_id=None,
-                version=None,
-                host=host,
-                port=port,
-                controller_port=None,
-                pid=None,
-                managed=False,
-                healthy=answers,
-                log=None,
-            )
+            ServiceStatus(service="kafka", host=host, port=port, healthy=answers)
         ]
     rows = []
     for node in nodes:
