@@ -37,7 +37,7 @@ test: system venv
 	@status=0; \
 	$(TEST_ENV) $(BIN)/pytest $(PYTEST_ARGS) || status=$$?; \
 	if [ -z "$(PYTEST_ARGS)" ]; then \
-	  $(TEST_ENV) $(BIN)/pytest --nbval-lax notebooks/ || status=$$?; \
+	  $(TEST_ENV) $(BIN)/pytest --nbval-lax --nbval-cell-timeout=240 notebooks/ || status=$$?; \
 	fi; \
 	$(TEST_ENV) $(BIN)/labkit infra down; \
 	exit $$status

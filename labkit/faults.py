@@ -6,6 +6,7 @@ bookings every run, whichever worker happens to take them.
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from labkit.keys import FAULTS_KEY
+from labkit.keys import FAULTS_KEY, SAVED_FAULTS_KEY
 from labkit.text import as_text as _text
 
 STEPS = ("validate", "payment", "pdf", "email", "inventory")
@@ -120,6 +121,21 @@ class FaultStore:
     async def clear(self) -> None:
         await self._redis.delete(FAULTS_KEY)
         self._read_at = 0.0
+
+    async def begin_lesson(self, assignments: list[str] | dict[str, Any]) -> dict[str, str]:
+        """Put the learner's own faults aside and set only the lesson's. Set aside once: after
+        an interrupted lesson, its leftovers are not mistaken for the learner's settings."""
+        await self._redis.set(SAVED_FAULTS_KEY, json.dumps(await self.show()), nx=True)
+        await self.clear()
+        return await self.set(assignments)
+
+    async def end_lesson(self) -> dict[str, str]:
+        """Drop the lesson's faults and give the learner's back (what `begin_lesson` set aside)."""
+        saved = json.loads(_text(await self._redis.getdel(SAVED_FAULTS_KEY)) or "{}")
+        await self.clear()
+        if saved:
+            await self.set(saved)
+        return saved
 
     async def show(self) -> dict[str, str]:
         self._read_at = 0.0

@@ -6,6 +6,7 @@ its own `bull:` prefix.
 
 PREFIX = "lab"
 FAULTS_KEY = f"{PREFIX}:faults"
+SAVED_FAULTS_KEY = f"{PREFIX}:faults-saved"  # the learner's faults while a lesson sets its own
 EVENTS_STREAM = f"{PREFIX}:events"
 EVENTS_MAXLEN = 20_000
 

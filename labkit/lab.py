@@ -74,9 +74,20 @@ class Lab:
             if not any(waiting.values()):
                 return states
             if time.monotonic() > deadline:
-                summary = ", ".join(f"{lane}: {len(w)} ({', '.join(w[:3])}…)" for lane, w in waiting.items() if w)
-                raise TimeoutError(f"not finished after {timeout_s:.0f}s — {summary}")
+                summary = ", ".join(f"{lane}: {len(w)}" for lane, w in waiting.items() if w)
+                raise TimeoutError(f"not finished after {timeout_s:.0f}s — {summary}\n"
+                                   + await self._last_steps(waiting))
             await asyncio.sleep(poll_s)
+
+    async def _last_steps(self, waiting: dict[str, list[str]], shown: int = 3) -> str:
+        """Where a few unfinished bookings got to: what a timeout message should say."""
+        lines = []
+        for lane, ids in waiting.items():
+            for booking_id in ids[:shown]:
+                status = await self.backend(lane).status.get(lane, booking_id)
+                steps = "; ".join(f"{h['state']} {h['detail']}" for h in status.history[-4:]) if status else "no status"
+                lines.append(f"  {lane} {booking_id}: {steps}")
+        return "\n".join(lines)
 
     async def stats(self, lanes: str | Iterable[str] = "all") -> dict[str, LaneStats]:
         return {lane: await self.backend(lane).stats() for lane in _lanes(lanes)}

@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 CI_PARAMETERS = {"TIME_SCALE": 0.02}
 KERNEL = "python3"
+CELL_TIMEOUT_S = 240  # a stuck cell fails with its own traceback, well before a test timeout
 PLOTLY_MARK = "Plotly.newPlot"  # a static figure with its data, in the exported HTML
 
 
@@ -35,6 +36,7 @@ def execute(path: Path, out_dir: Path, parameters: dict | None = None) -> Path:
     papermill.execute_notebook(
         str(path), str(out), parameters={**CI_PARAMETERS, **(parameters or {})},
         kernel_name=KERNEL, cwd=str(path.parent), progress_bar=False,
+        execution_timeout=CELL_TIMEOUT_S,
     )
     drop_widget_state(out)
     return out

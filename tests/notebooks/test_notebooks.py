@@ -76,6 +76,13 @@ def check_09(r):
     assert all(r["api_counters"][lane]["published"] >= r["added"][lane]["published"] for lane in LANES)
 
 
+def worker_logs_since(settings, since: float, lines: int = 40) -> str:
+    """The tails of the worker logs a failed lesson wrote: what its workers were doing."""
+    logs = sorted(p for p in (settings.home / "logs").glob("worker-*.log") if p.stat().st_mtime >= since)
+    return "\n".join(f"--- {p.name} ---\n" + "\n".join(p.read_text(errors="replace").splitlines()[-lines:])
+                     for p in logs)
+
+
 CHECKS = {name.removeprefix("check_"): fn for name, fn in globals().items() if name.startswith("check_")}
 NOTEBOOKS = runner.lesson_notebooks()
 
@@ -85,10 +92,15 @@ def test_every_lesson_has_a_check():
     assert mine <= set(CHECKS), mine - set(CHECKS)
 
 
+@pytest.mark.timeout(1200)  # a lesson may take minutes; a stuck cell fails sooner (CELL_TIMEOUT_S)
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
-def test_notebook(path, tmp_path, capsys):
+def test_notebook(path, tmp_path, capsys, settings):
     started = time.monotonic()
-    executed = runner.execute(path, tmp_path)
+    try:
+        executed = runner.execute(path, tmp_path)
+    except Exception:
+        print(worker_logs_since(settings, time.time() - (time.monotonic() - started)))
+        raise
     results = runner.results(executed)
     with capsys.disabled():
         print(f"\n{path.stem}: {time.monotonic() - started:.1f}s")
