@@ -21,8 +21,12 @@ MAIN_CLASS = "kafka.Kafka"
 
 
 def new_cluster_id() -> str:
-    """What `kafka-storage random-uuid` prints: 16 random bytes, URL-safe base64, no padding."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """What `kafka-storage random-uuid` prints: 16 random bytes, URL-safe base64, no padding,
+    and (like Kafka's Uuid.randomUuid) never a leading '-' that a command line takes for an option."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
 
 
 def cluster_id(cluster_dir: Path) -> str:
@@ -90,7 +94,7 @@ def format_storage(*, java: str, libs: Path, nodes: Sequence[KafkaNode], cluster
     def run(node: KafkaNode) -> subprocess.CompletedProcess[str]:
         cmd = [
             java, "-Xmx256m", "-cp", _classpath(libs), f"-Dlog4j2.configurationFile={LOG4J2}",
-            "kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(node.properties),
+            "kafka.tools.StorageTool", "format", f"--cluster-id={cluster}", "-c", str(node.properties),
         ]  # fmt: skip
         return subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=120)
 

@@ -200,3 +200,8 @@ def test_lab_topics_follow_the_names_contract() -> None:
     assert names.KAFKA_PARTITIONS == 6
     assert names.QUEUE == "bookings" and names.BULLMQ_DLQ == "bookings-dlq"
     assert names.STREAM_DLQ == "bookings:dlq" and names.GROUP == "booking-workers"
+
+
+def test_cluster_ids_never_start_with_a_dash() -> None:
+    # kafka-storage's argument parser takes "-abc…" for an option: format fails (1 id in 64)
+    assert not any(kafka_server.new_cluster_id().startswith("-") for _ in range(3000))
