@@ -245,7 +245,7 @@ class KafkaBackend(Backend):
         for tp in due:
             del paused[tp]
             if tp in assigned:
-                await self._in(thread, consumer.resume, tp)
+                await self._in(thread, resume_partition, consumer, tp)
 
     async def _commit(self, thread, consumer, offsets) -> None:
         try:
@@ -278,7 +278,11 @@ class KafkaBackend(Backend):
             if start >= ends[tp]:
                 continue
             reader.seek(tp, start)
+            deadline = time.monotonic() + DLQ_READ_TIMEOUT_S
             while reader.position(tp) < ends[tp] and len(letters) < limit:
+                if time.monotonic() > deadline:
+                    raise KafkaError(f"{tp.topic}:{tp.partition}: no records past offset "
+                                     f"{reader.position(tp)} within {DLQ_READ_TIMEOUT_S:.0f}s (end {ends[tp]})")
                 for record in reader.poll(timeout_ms=1000, max_records=500).get(tp, []):
                     if record.offset < ends[tp]:
                         letters.append(_letter(record))
@@ -325,6 +329,7 @@ class KafkaBackend(Backend):
 
 
 MIN_POLL_INTERVAL_S = 60
+DLQ_READ_TIMEOUT_S = 30.0  # reading a partition's letters to its end; an error, not a hang
 STUCK_CHECK_AFTER_S = 10.0  # a healthy join takes well under a second
 SEED_PIPELINE_S = sum(step.seed_duration_s for step in STEPS)
 
@@ -336,6 +341,18 @@ def _unstable_since(consumer: KafkaConsumer, since: float | None) -> float | Non
     return since or time.monotonic()
 
 
+def resume_partition(consumer: KafkaConsumer, tp: TopicPartition) -> None:
+    """`consumer.resume(tp)`, and make sure `tp` is fetched again.
+
+    kafka-python 3.0.12 parks a paused partition's buffered records and hands them back only
+    when its in-line slot is None, which a used-up slot never is; while parked, the partition
+    is left out of every fetch. The partition then stalls for good (seen: one retry record
+    never delivered). We seek back before each pause, so parked records are stale: drop them.
+    """
+    consumer.resume(tp)
+    parked = getattr(consumer._fetcher, "_paused_partition_records", {}).pop(tp, None)
+    if parked is not None:
+        parked.drain()
 
 
 def _subscribe_with_metadata(consumer: KafkaConsumer, timeout_s: float = 30.0) -> None:
