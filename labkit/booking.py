@@ -71,7 +71,7 @@ class Envelope(BaseModel):
 
     @property
     def published_at(self) -> float:
-        return datetime.fromisoformat(self.timestamp.replace("Z", "+00:00")).timestamp()
+        return datetime.fromisoformat(self.timestamp).timestamp()
 
 
 class InvalidJob(ValueError):

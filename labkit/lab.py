@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Sequence
+from typing import Self
 
 from labkit.backends import Backend, LaneStats, lanes_of, open_backend
 from labkit.booking import Booking
@@ -20,7 +21,7 @@ class Lab:
         self.redis = redis_client(self.settings)
         self._backends: dict[str, Backend] = {}
 
-    async def __aenter__(self) -> Lab:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc) -> None:

@@ -17,7 +17,7 @@ import contextlib
 import random
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any
+from typing import Any, Self
 
 from labkit import names
 from labkit.settings import LANES, Settings
@@ -44,7 +44,7 @@ class Workers:
     def __getitem__(self, lane: str):
         return self.pools[lane]
 
-    async def __aenter__(self) -> Workers:
+    async def __aenter__(self) -> Self:
         for pool in self.pools.values():
             pool.start(self.workers)
         return self

@@ -12,7 +12,7 @@ import asyncio
 import html
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import ipywidgets as w
 import plotly.graph_objects as go
@@ -85,7 +85,7 @@ class LaneBoard:
 class ProgressBars:
     """One progress bar per booking and lane, moved by status change events."""
 
-    COLORS = {"completed": "success", "rejected": "warning", "dead-lettered": "danger",
+    COLORS: ClassVar[dict[str, str]] = {"completed": "success", "rejected": "warning", "dead-lettered": "danger",
               "retrying": "warning", "active": "info", "queued": ""}
 
     def __init__(self, booking_ids: Sequence[str], lanes: Sequence[str] = LANES, *, limit: int = 12) -> None:

@@ -9,6 +9,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from labkit.settings import Settings
 
@@ -37,7 +38,7 @@ class WorkerPool:
         self.concurrency = concurrency
         self.workers: list[WorkerProcess] = []
 
-    def __enter__(self) -> WorkerPool:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -3,6 +3,7 @@ tools that are not labkit: Redis' XINFO, Kafka's consumer-groups command, Node's
 
 from __future__ import annotations
 
+import asyncio
 import json
 import shutil
 import subprocess
@@ -45,11 +46,12 @@ async def test_streams_group_has_nothing_pending_and_no_lag(lab, drained):
 
 async def test_kafka_group_lag_is_zero_by_kafkas_own_tool(lab, drained, settings):
     libs = resolve_libs(KAFKA_VERSION)
-    described = subprocess.run(
+    described = (await asyncio.to_thread(
+        subprocess.run,
         ["java", "-cp", f"{libs}/*", "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
          "--bootstrap-server", settings.kafka_bootstrap, "--describe", "--group", names.GROUP],
         capture_output=True, text=True, timeout=120, check=True,
-    ).stdout
+    )).stdout
     rows = [line.split() for line in described.splitlines() if line.startswith(names.GROUP)]
     header = next(line.split() for line in described.splitlines() if "LAG" in line.split())
     lag_col, topic_col = header.index("LAG"), header.index("TOPIC")
@@ -63,8 +65,8 @@ async def test_node_bullmq_reads_the_labs_queue(lab, drained, settings):
     node, npm = shutil.which("node"), shutil.which("npm")
     assert node and npm, "Node.js and npm are needed to read the queue with Node's bullmq"
     if not (NODE_TOOLS / "node_modules" / "bullmq").exists():
-        subprocess.run([npm, "install", "--no-audit", "--no-fund", "--silent"], cwd=NODE_TOOLS,
-                       check=True, timeout=300)
+        await asyncio.to_thread(subprocess.run, [npm, "install", "--no-audit", "--no-fund", "--silent"],
+                                cwd=NODE_TOOLS, check=True, timeout=300)
     host, port = settings.redis_host_port
     job_id = f"job-{drained[0].bookingId}"
     script = f"""
@@ -78,8 +80,8 @@ async def test_node_bullmq_reads_the_labs_queue(lab, drained, settings):
         await q.close();
       }})();
     """
-    out = subprocess.run([node, "-e", script], cwd=NODE_TOOLS, capture_output=True, text=True,
-                         timeout=60, check=True).stdout
+    out = (await asyncio.to_thread(subprocess.run, [node, "-e", script], cwd=NODE_TOOLS,
+                                   capture_output=True, text=True, timeout=60, check=True)).stdout
     seen = json.loads(out)
     python_counts = await lab.backend("bullmq").queue().getJobCounts("completed", "failed", "wait", "active")
     assert seen["counts"] == python_counts
