@@ -154,7 +154,7 @@ async def faults_set(assignments: Annotated[list[str], typer.Argument(help="e.g.
 @friendly
 async def faults_clear() -> None:
     async with Lab() as lab:
-        await FaultStore(lab.redis).clear()
+        await FaultStore(lab.redis).clear(set_aside_too=True)  # and none come back after a lesson
     console.print("faults cleared")
 
 

@@ -118,8 +118,9 @@ class FaultStore:
         key = f"{FAULTS_KEY}:crashed:{lane}:{booking_id}:{step}"
         return bool(await self._redis.set(key, "1", nx=True, ex=3600))
 
-    async def clear(self) -> None:
-        await self._redis.delete(FAULTS_KEY)
+    async def clear(self, *, set_aside_too: bool = False) -> None:
+        """No faults now; with `set_aside_too`, none given back when a lesson ends either."""
+        await self._redis.delete(FAULTS_KEY, *([SAVED_FAULTS_KEY] if set_aside_too else []))
         self._read_at = 0.0
 
     async def begin_lesson(self, assignments: list[str] | dict[str, Any]) -> dict[str, str]:

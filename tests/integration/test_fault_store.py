@@ -3,6 +3,11 @@ earlier run of a lesson was interrupted halfway."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import subprocess
+import sys
+
 import pytest
 
 from labkit.faults import FaultStore
@@ -36,3 +41,31 @@ async def test_ending_a_lesson_without_faults_of_your_own_clears_all(lab):
     await faults.begin_lesson(["poison=bk-1"])
     assert await faults.end_lesson() == {}
     assert await faults.show() == {}
+
+
+async def test_clearing_everything_means_no_faults_come_back_after_a_lesson(lab):
+    faults = FaultStore(lab.redis)
+    await faults.set(["email.latency_s=2"])
+    await faults.begin_lesson(["poison=bk-1"])  # interrupted; then you clear by hand
+    await faults.clear(set_aside_too=True)
+
+    await faults.begin_lesson(["pdf.latency_s=1"])
+    assert await faults.end_lesson() == {}
+    assert await faults.show() == {}
+
+
+async def test_the_cli_sets_shows_and_clears_faults(lab):
+    def labkit(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "labkit", "faults", *args], capture_output=True,
+                              text=True, timeout=60, check=False,
+                              env={**os.environ, **lab.settings.env()})
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done.stdout
+
+    await FaultStore(lab.redis).begin_lesson(["poison=bk-1"])  # a lesson left something aside
+    await asyncio.to_thread(labkit, "set", "payment.fail_rate=0.3", "seed=4")
+    assert await FaultStore(lab.redis).show() == {"poison": "bk-1", "payment.fail_rate": "0.3", "seed": "4"}
+    assert "0.3" in await asyncio.to_thread(labkit, "show")
+    await asyncio.to_thread(labkit, "clear")
+    assert await FaultStore(lab.redis).show() == {}
+    assert await FaultStore(lab.redis).end_lesson() == {}  # nothing set aside comes back
