@@ -68,21 +68,21 @@ class Lab:
         deadline = time.monotonic() + timeout_s
         while True:
             states = await self.states(ids, lanes)
-            waiting = {
-                lane: sorted(b for b, s in by_id.items() if s not in until)
-                for lane, by_id in states.items()
-            }
-            if not any(waiting.values()):
+            if all(s in until for by_id in states.values() for s in by_id.values()):
                 return states
             if time.monotonic() > deadline:
-                summary = ", ".join(f"{lane}: {len(w)}" for lane, w in waiting.items() if w)
-                raise TimeoutError(f"not finished after {timeout_s:.0f}s — {summary}\n"
-                                   + await self._last_steps(waiting))
+                raise TimeoutError(await self.unfinished(states, timeout_s, until=until))
             await asyncio.sleep(poll_s)
 
-    async def _last_steps(self, waiting: dict[str, list[str]], shown: int = 3) -> str:
-        """Where a few unfinished bookings got to: what a timeout message should say."""
-        lines = []
+    async def unfinished(
+        self, states: dict[str, dict[str, State | None]], timeout_s: float, *,
+        until: frozenset[State] = TERMINAL, shown: int = 3,
+    ) -> str:
+        """A timeout message: how many bookings per lane are not in `until`, and the last steps
+        of a few of them (where they got to)."""
+        waiting = {lane: sorted(b for b, s in by_id.items() if s not in until) for lane, by_id in states.items()}
+        summary = ", ".join(f"{lane}: {len(ids)}" for lane, ids in waiting.items() if ids)
+        lines = [f"not finished after {timeout_s:.0f}s — {summary}"]
         for lane, ids in waiting.items():
             for booking_id in ids[:shown]:
                 status = await self.backend(lane).status.get(lane, booking_id)

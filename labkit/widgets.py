@@ -170,8 +170,7 @@ class Board:
         if freeze:
             self.freeze()
         if ids and not done and seconds is None:
-            waiting = {lane: sum(s not in TERMINAL for s in by_id.values()) for lane, by_id in states.items()}
-            raise TimeoutError(f"not finished after {timeout_s:.0f}s; still waiting: {waiting}")
+            raise TimeoutError(await self.lab.unfinished(states, timeout_s))
         return states
 
     def start(self, booking_ids: Iterable[str] | None = None, **options: Any) -> asyncio.Task:

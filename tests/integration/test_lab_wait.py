@@ -24,3 +24,13 @@ async def test_a_timeout_names_the_unfinished_bookings_and_their_last_step(lab):
     assert "streams: 1" in message
     assert f"streams {waiting.bookingId}: queued published" in message
     assert done.bookingId not in message
+
+
+async def test_a_board_that_times_out_says_the_same(lab):
+    from labkit.widgets import Board
+
+    waiting = Workload(seed=6).bookings(1)[0]
+    await lab.publish([waiting], ["streams"])
+    with pytest.raises(TimeoutError) as caught:
+        await Board(lab, [], lanes=["streams"]).run_until([waiting.bookingId], timeout_s=0.3, freeze=False)
+    assert f"streams {waiting.bookingId}: queued published" in str(caught.value)

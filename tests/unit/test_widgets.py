@@ -186,15 +186,21 @@ class _FakePool:
         return 123
 
 
+class _FakeLab:
+    """Hands out _FakePools and keeps them, so a test can read what each one was asked."""
+
+    def __init__(self):
+        self.pools = []
+
+    def pool(self, lane, *, concurrency=1):
+        self.pools.append(_FakePool())
+        return self.pools[-1]
+
+
 def test_pool_and_kill_keep_blocking_calls_off_the_event_loop():
     import threading
 
-    pools = []
-
-    class Lab:
-        def pool(self, lane, *, concurrency=1):
-            pools.append(_FakePool())
-            return pools[-1]
+    lab = _FakeLab()
 
     async def scenario():
         ticks = 0
@@ -206,32 +212,27 @@ def test_pool_and_kill_keep_blocking_calls_off_the_event_loop():
                 await asyncio.sleep(0.005)
 
         task = asyncio.create_task(ticker())
-        async with lessons.pool(Lab(), "kafka", workers=2) as pool:
+        async with lessons.pool(lab, "kafka", workers=2) as pool:
             assert await lessons.kill(pool) == 123
         task.cancel()
         return ticks
 
     loop_thread = threading.get_ident()
     assert asyncio.run(scenario()) >= 5
-    assert [name for name, _t in pools[0].calls] == ["start 2", "kill", "stop"]
-    assert all(thread != loop_thread for _name, thread in pools[0].calls)
+    assert [name for name, _t in lab.pools[0].calls] == ["start 2", "kill", "stop"]
+    assert all(thread != loop_thread for _name, thread in lab.pools[0].calls)
 
 
 def test_pool_stops_even_when_the_block_fails():
-    pools = []
-
-    class Lab:
-        def pool(self, lane, *, concurrency=1):
-            pools.append(_FakePool())
-            return pools[-1]
+    lab = _FakeLab()
 
     async def scenario():
-        async with lessons.pool(Lab(), "streams"):
+        async with lessons.pool(lab, "streams"):
             raise RuntimeError("boom")
 
     with pytest.raises(RuntimeError):
         asyncio.run(scenario())
-    assert [name for name, _t in pools[0].calls] == ["stop"]  # workers=0: nothing started
+    assert [name for name, _t in lab.pools[0].calls] == ["stop"]  # workers=0: nothing started
 
 
 def test_wait_for_workers_counts_only_the_given_pids():
