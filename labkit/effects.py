@@ -63,6 +63,11 @@ return {'reserved', rooms, member}
 """
 
 
+
+def payment_key(booking_id: str) -> str:
+    """The ledger's default idempotency key: one charge per booking and lane."""
+    return f"payment:{booking_id}"
+
 class PaymentMismatch(ValueError):
     """The same idempotency key arrived with another amount: never charge it."""
 
@@ -90,7 +95,7 @@ class Effects:
 
     # -- payment ---------------------------------------------------------------------------
     async def charge(self, booking: Booking, *, idempotency_key: str | None = None) -> Charge:
-        key = idempotency_key or f"payment:{booking.bookingId}"
+        key = idempotency_key or payment_key(booking.bookingId)
         outcome, record, count = await self._charge(
             keys=[keys.ledger(self.lane), keys.charges(self.lane)],
             args=[
@@ -115,14 +120,14 @@ class Effects:
         return Charge(rec["chargeId"], int(rec["amount"]), replayed=outcome == "replay")
 
     async def refund(self, booking: Booking, *, idempotency_key: str | None = None) -> bool:
-        key = idempotency_key or f"payment:{booking.bookingId}"
+        key = idempotency_key or payment_key(booking.bookingId)
         return bool(await self._refund(keys=[keys.ledger(self.lane)], args=[key]))
 
     async def charges_made(self, booking_id: str) -> int:
         return int(await self._redis.hget(keys.charges(self.lane), booking_id) or 0)
 
     async def ledger_entry(self, booking_id: str) -> dict | None:
-        raw = await self._redis.hget(keys.ledger(self.lane), f"payment:{booking_id}")
+        raw = await self._redis.hget(keys.ledger(self.lane), payment_key(booking_id))
         return json.loads(raw) if raw else None
 
     # -- documents -------------------------------------------------------------------------

@@ -30,7 +30,6 @@ class State(StrEnum):
 
 
 TERMINAL = frozenset({State.COMPLETED, State.REJECTED, State.DEAD_LETTERED})
-IN_FLIGHT = frozenset({State.QUEUED, State.ACTIVE, State.RETRYING})
 
 _TRANSITION = """
 local old = redis.call('HGET', KEYS[1], 'state')

@@ -16,7 +16,8 @@ from typing import Any
 from bullmq import Job, Queue, UnrecoverableError, Worker
 
 from labkit import names
-from labkit.backends.base import Backend, DeadLetter, LaneStats
+from labkit.backends.base import Backend, DeadLetter, LaneStats, _booking_id_of
+from labkit.status import TERMINAL
 
 BACKOFF_TYPE = "jittered-exponential"
 LAB_FAILURE = "dead-lettered by the lab: "  # marks failures the lab itself routed to the DLQ
@@ -140,12 +141,12 @@ class BullMQBackend(Backend):
     async def _sweep_failed(self) -> None:
         """Jobs BullMQ failed by itself — stalled more often than maxStalledCount, or a
         processor error outside the pipeline — still get a dead letter and a final status."""
-        for job in await self.queue().getFailed(0, 199):
-            booking_id = _letter_booking_id(job.data)
-            if booking_id is None or str(job.failedReason).startswith(LAB_FAILURE):
-                continue  # the lab's own dead-letter path already handled it
-            current = await self.status.get(self.lane, booking_id)
-            if current is None or current.terminal:
+        failed = [(job, _booking_id_of(job.data)) for job in await self.queue().getFailed(0, 199)]
+        # the lab's own dead-letter path already handled its failures
+        failed = [(job, b) for job, b in failed if b and not str(job.failedReason).startswith(LAB_FAILURE)]
+        states = await self.status.many(self.lane, [b for _job, b in failed])
+        for job, booking_id in failed:
+            if states[booking_id] is None or states[booking_id] in TERMINAL:
                 continue
             if not await self.redis.sadd(SWEPT_KEY, job.id):
                 continue  # swept before (and maybe redriven since): once is enough
@@ -190,18 +191,13 @@ def _data(payload: str) -> Any:
         return payload
 
 
-def _letter_booking_id(data: Any) -> str | None:
-    booking_id = data.get("data", {}).get("bookingId") if isinstance(data, dict) else None
-    return booking_id if isinstance(booking_id, str) else None
-
-
 def _letter(job: Job) -> DeadLetter:
     data = job.data if isinstance(job.data, dict) else {}
     original = data.get("job")
     payload = original if isinstance(original, str) else json.dumps(original)
     return DeadLetter(
         id=str(job.id),
-        booking_id=_letter_booking_id(original),
+        booking_id=_booking_id_of(original),
         reason=str(data.get("reason", "")),
         attempts=int(data.get("attempts", 0)),
         payload=payload,

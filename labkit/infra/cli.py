@@ -15,6 +15,7 @@ from rich.table import Table
 
 from labkit.infra import lab, processes
 from labkit.infra.errors import InfraError
+from labkit.infra.layout import ALLOWED_BROKERS
 from labkit.settings import Settings, SettingsError
 
 infra_app = typer.Typer(
@@ -88,7 +89,7 @@ def up(
     auto = os.environ.get("LABKIT_AUTO_INSTALL", "").lower() in {"1", "yes", "true", "on"}
 
     def go() -> lab.UpReport:
-        if kafka_brokers is not None and kafka_brokers not in (1, 3):
+        if kafka_brokers is not None and kafka_brokers not in ALLOWED_BROKERS:
             raise InfraError(f"--kafka-brokers must be 1 or 3, not {kafka_brokers}")
         return lab.up(
             _settings(),

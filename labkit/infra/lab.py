@@ -12,7 +12,14 @@ from kafka.errors import KafkaError
 
 from labkit.infra import kafka_jars, kafka_server, processes, redis_server, topics
 from labkit.infra.errors import InfraError
-from labkit.infra.layout import LOOPBACK, KafkaNode, Paths, kafka_nodes, running_broker_count
+from labkit.infra.layout import (
+    ALLOWED_BROKERS,
+    LOOPBACK,
+    KafkaNode,
+    Paths,
+    kafka_nodes,
+    running_broker_count,
+)
 from labkit.settings import KAFKA_VERSION, Settings
 
 SERVICES = ("redis", "kafka")
@@ -56,7 +63,7 @@ class UpReport:
 def current_nodes(settings: Settings) -> list[KafkaNode]:
     """The nodes the last `up` started (by pid files), or [] when none were."""
     count = running_broker_count(Paths.of(settings))
-    return kafka_nodes(settings, brokers=count) if count in (1, 3) else []
+    return kafka_nodes(settings, brokers=count) if count in ALLOWED_BROKERS else []
 
 
 def _live(settings: Settings, nodes: list[KafkaNode]) -> dict[int, int]:
@@ -289,9 +296,7 @@ def _kafka_status(settings: Settings) -> list[ServiceStatus]:
         # Nothing of ours: report whatever LABKIT_KAFKA_BOOTSTRAP reaches (maybe external).
         host, port = settings.kafka_host_port
         answers = _external_kafka_answers(settings)
-        return [
-            ServiceStatus(service="kafka", host=host, port=port, healthy=answers)
-        ]
+        return [ServiceStatus(service="kafka", host=host, port=port, healthy=answers)]
     rows = []
     for node in nodes:
         pid = kafka_server.managed_pid(paths, node)

@@ -8,7 +8,6 @@ from pathlib import Path
 from labkit.settings import Settings
 
 LOOPBACK = "127.0.0.1"
-MAX_BROKERS = 3
 ALLOWED_BROKERS = (1, 3)
 
 

@@ -24,7 +24,7 @@ def check_00(r):
 
 
 def check_01(r):
-    assert {"wait", "meta"} <= set(r["queue_keys"]) or "meta" in r["queue_keys"]
+    assert {"wait", "meta", "events"} <= set(r["queue_keys"]), r["queue_keys"]
     assert r["job_hash_has_data"] and r["partition_predicted"]
     assert r["job_states"] == {"delayed job": "delayed", "priority job": "prioritized"}
     assert r["trimmed_len"] == 5 and r["stream_entries"] > 0

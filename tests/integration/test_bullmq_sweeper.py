@@ -1,0 +1,42 @@
+"""A job BullMQ fails by itself (not through the lab's own dead-letter path) still ends as a
+dead letter with a final status: the sweeper finds it in the failed set, once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from bullmq import UnrecoverableError, Worker
+
+from labkit import names
+from labkit.status import State
+from labkit.workload import Workload
+
+pytestmark = pytest.mark.redis
+
+
+async def test_a_job_bullmq_failed_by_itself_is_dead_lettered_once(lab, settings):
+    booking = Workload(seed=8).bookings(1)[0]
+    await lab.publish([booking], ["bullmq"])
+    backend = lab.backend("bullmq")
+
+    async def process(job, token):
+        raise UnrecoverableError("lost its lock")  # not the lab's pipeline: BullMQ fails it
+
+    worker = Worker(names.QUEUE, process, {"connection": settings.redis_url})
+    try:
+        for _ in range(150):
+            if await backend.queue().getJobCountByTypes("failed"):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await worker.close()
+
+    await backend._sweep_failed()
+    status = await backend.status.get("bullmq", booking.bookingId)
+    assert status.state == State.DEAD_LETTERED
+    assert status.detail == "failed by BullMQ: lost its lock"
+    assert [letter.booking_id for letter in await backend.dlq_list()] == [booking.bookingId]
+
+    await backend._sweep_failed()  # the next sweep finds nothing new
+    assert len(await backend.dlq_list()) == 1
