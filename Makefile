@@ -43,7 +43,7 @@ test: system venv
 	exit $$status
 
 notebooks: up
-	$(BIN)/python tools/run_notebooks.py
+	$(BIN)/python -m labkit.notebook.runner
 
 bench: up
 	$(BIN)/labkit bench

@@ -173,7 +173,7 @@ def api(
     """Serve the booking API and the live dashboard."""
     import uvicorn
 
-    from labkit.api import create_app
+    from labkit.api.app import create_app
 
     uvicorn.run(create_app(Settings.from_env()), host=host, port=port, log_level="warning")
 

@@ -13,7 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from labkit.infra import lab, processes
+from labkit import processes
+from labkit.infra import brokers
 from labkit.infra.errors import InfraError
 from labkit.infra.layout import ALLOWED_BROKERS
 from labkit.settings import Settings, SettingsError
@@ -55,7 +56,7 @@ def _settings() -> Settings:
 
 
 def _names(services: list[Service] | None) -> tuple[str, ...]:
-    return tuple(s.value for s in services) if services else lab.SERVICES
+    return tuple(s.value for s in services) if services else brokers.SERVICES
 
 
 def _run(fn: Callable[[], T]) -> T:
@@ -88,10 +89,10 @@ def up(
     """Start Redis and Kafka (idempotent) and create the lab topics; returns when healthy."""
     auto = os.environ.get("LABKIT_AUTO_INSTALL", "").lower() in {"1", "yes", "true", "on"}
 
-    def go() -> lab.UpReport:
+    def go() -> brokers.UpReport:
         if kafka_brokers is not None and kafka_brokers not in ALLOWED_BROKERS:
             raise InfraError(f"--kafka-brokers must be 1 or 3, not {kafka_brokers}")
-        return lab.up(
+        return brokers.up(
             _settings(),
             services=_names(services),
             brokers=kafka_brokers,
@@ -117,7 +118,7 @@ def up(
 @infra_app.command()
 def down(services: ServicesArg = None) -> None:
     """Stop what `labkit infra up` started (pid files); nothing else is touched."""
-    lines = _run(lambda: lab.down(_settings(), services=_names(services)))
+    lines = _run(lambda: brokers.down(_settings(), services=_names(services)))
     for line in lines or ["nothing to stop"]:
         out.print(line, highlight=False)
 
@@ -128,7 +129,7 @@ def status(
 ) -> None:
     """Version, address, pid and health of each broker."""
     settings = _run(_settings)
-    rows = _run(lambda: lab.status(settings))
+    rows = _run(lambda: brokers.status(settings))
     if as_json:
         payload = {
             "home": str(settings.home.expanduser().resolve()),
@@ -164,10 +165,10 @@ def logs(
 ) -> None:
     """Show the end of the brokers' log files."""
     settings = _run(_settings)
-    chosen = [service.value] if service else list(lab.SERVICES)
+    chosen = [service.value] if service else list(brokers.SERVICES)
     shown = False
     for name in chosen:
-        for path in lab.log_files(settings, name):
+        for path in brokers.log_files(settings, name):
             if not path.exists():
                 continue
             shown = True

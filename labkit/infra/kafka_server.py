@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from labkit.infra import processes
+from labkit import processes
 from labkit.infra.errors import InfraError
 from labkit.infra.layout import KafkaNode, Paths
 

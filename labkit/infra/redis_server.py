@@ -9,7 +9,7 @@ from pathlib import Path
 
 import redis
 
-from labkit.infra import processes
+from labkit import processes
 from labkit.infra.errors import InfraError
 from labkit.infra.layout import LOOPBACK, Paths
 from labkit.settings import Settings

@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, Phase
 from hypothesis import settings as hypothesis_settings
 from schemathesis.specs.openapi import checks as openapi_checks
 
-from labkit.api import create_app
-from labkit.api_server import api_process
+from labkit.api.app import create_app
+from labkit.api.server import api_process
 from labkit.settings import Settings
 
 pytestmark = [pytest.mark.redis, pytest.mark.kafka, pytest.mark.timeout(240)]

@@ -13,7 +13,7 @@ import pytest
 
 from labkit import names
 from labkit.infra.kafka_jars import resolve_libs
-from labkit.lessons import Workers
+from labkit.notebook.lessons import Workers
 from labkit.settings import KAFKA_VERSION, LANES
 from labkit.status import State
 from labkit.workload import Workload

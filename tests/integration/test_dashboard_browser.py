@@ -14,7 +14,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from labkit.api_server import api_process
+from labkit.api.server import api_process
 from labkit.settings import LANES
 
 pytestmark = [pytest.mark.redis, pytest.mark.kafka, pytest.mark.timeout(180)]

@@ -20,8 +20,8 @@ import pytest
 import redis
 from kafka import KafkaAdminClient, KafkaProducer
 
-from labkit import names
-from labkit.infra import kafka_server, processes
+from labkit import names, processes
+from labkit.infra import kafka_server
 
 pytestmark = [pytest.mark.redis, pytest.mark.kafka]
 

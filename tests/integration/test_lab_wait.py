@@ -27,7 +27,7 @@ async def test_a_timeout_names_the_unfinished_bookings_and_their_last_step(lab):
 
 
 async def test_a_board_that_times_out_says_the_same(lab):
-    from labkit.widgets import Board
+    from labkit.notebook.widgets import Board
 
     waiting = Workload(seed=6).bookings(1)[0]
     await lab.publish([waiting], ["streams"])

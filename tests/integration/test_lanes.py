@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from labkit.booking import make_booking
-from labkit.lessons import Workers
+from labkit.notebook.lessons import Workers
 from labkit.pipeline import PROGRESS_CHECKPOINTS
 from labkit.settings import LANES
 from labkit.status import State

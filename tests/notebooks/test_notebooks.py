@@ -3,7 +3,6 @@ each notebook's last cell prints `RESULTS {json}`, asserted here."""
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from pathlib import Path
 
@@ -11,10 +10,9 @@ import pytest
 
 pytestmark = [pytest.mark.redis, pytest.mark.kafka]
 
+from labkit.notebook import runner
+
 ROOT = Path(__file__).resolve().parents[2]
-_spec = importlib.util.spec_from_file_location("run_notebooks", ROOT / "tools" / "run_notebooks.py")
-runner = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(runner)
 
 LANES = ("bullmq", "streams", "kafka")
 

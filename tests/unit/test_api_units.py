@@ -11,9 +11,9 @@ import pytest
 from fastapi import FastAPI
 from pydantic import ValidationError
 
-from labkit.api_batching import LaneBatcher
-from labkit.api_errors import install
-from labkit.api_models import BookingIn
+from labkit.api.batching import LaneBatcher
+from labkit.api.errors import install
+from labkit.api.models import BookingIn
 
 
 def fields(**changes):

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from labkit.infra import kafka_jars, lab
+from labkit.infra import brokers, kafka_jars
 from labkit.infra.cli import infra_app
 from labkit.infra.errors import InfraError
 
@@ -143,4 +143,4 @@ def test_up_is_exported_for_mounting() -> None:
         "status",
         "logs",
     }
-    assert lab.SERVICES == ("redis", "kafka")
+    assert brokers.SERVICES == ("redis", "kafka")

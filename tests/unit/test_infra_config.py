@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from labkit import names
-from labkit.infra import kafka_jars, kafka_server, processes, redis_server
+from labkit import names, processes
+from labkit.infra import kafka_jars, kafka_server, redis_server
 from labkit.infra.errors import InfraError
 from labkit.infra.layout import Paths, kafka_nodes
 from labkit.infra.topics import LAB_TOPICS

@@ -7,8 +7,8 @@ import asyncio
 import plotly.graph_objects as go
 import pytest
 
-from labkit import charts, lessons, widgets
 from labkit.backends.base import LaneStats
+from labkit.notebook import charts, lessons, widgets
 from labkit.status import BookingStatus, State
 
 

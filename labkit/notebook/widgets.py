@@ -19,7 +19,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 from IPython.display import HTML, display, update_display
 
-from labkit import charts
+from labkit.notebook import charts
 from labkit.settings import LANES
 from labkit.status import TERMINAL, State
 
@@ -125,7 +125,7 @@ class Board:
     """Shows views and refreshes them while workers run; `run_until` ends in static output.
 
     Views may implement `update(t, stats)` (lane stats), `feed(event)` (status events) and
-    `static()`; charts from `labkit.charts` are wrapped so their figure is what is shown.
+    `static()`; charts from `labkit.notebook.charts` are wrapped so their figure is what is shown.
     Status-based charts (StepTimeline, BackoffTimeline) are refreshed from booking history.
     """
 

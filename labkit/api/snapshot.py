@@ -13,7 +13,7 @@ from collections import deque
 from typing import Any
 
 from labkit import keys
-from labkit.api_health import BrokerProbe
+from labkit.api.health import BrokerProbe
 from labkit.lab import Lab
 from labkit.settings import LANES
 

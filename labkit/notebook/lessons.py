@@ -25,7 +25,7 @@ from labkit.settings import LANES, Settings
 
 def setup(seed: int = 7) -> None:
     """Fix seeds so this notebook's output is stable, and embed plotly.js for HTML exports."""
-    from labkit.widgets import use_static_plotly
+    from labkit.notebook.widgets import use_static_plotly
 
     random.seed(seed)
     use_static_plotly()

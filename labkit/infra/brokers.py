@@ -10,7 +10,8 @@ from pathlib import Path
 from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from labkit.infra import kafka_jars, kafka_server, processes, redis_server, topics
+from labkit import processes
+from labkit.infra import kafka_jars, kafka_server, redis_server, topics
 from labkit.infra.errors import InfraError
 from labkit.infra.layout import (
     ALLOWED_BROKERS,

@@ -21,12 +21,12 @@ from fastapi.staticfiles import StaticFiles
 from redis.exceptions import RedisError
 from sse_starlette.sse import EventSourceResponse
 
-from labkit import api_errors
-from labkit.api_batching import LaneBatcher
-from labkit.api_errors import error
-from labkit.api_health import BrokerProbe
-from labkit.api_idempotency import KEY_PATTERN, IdempotencyStore
-from labkit.api_models import (
+from labkit.api import errors as api_errors
+from labkit.api.batching import LaneBatcher
+from labkit.api.errors import error
+from labkit.api.health import BrokerProbe
+from labkit.api.idempotency import KEY_PATTERN, IdempotencyStore
+from labkit.api.models import (
     Accepted,
     BookingIn,
     BookingView,
@@ -37,7 +37,7 @@ from labkit.api_models import (
     Redriven,
     error_responses,
 )
-from labkit.api_snapshot import Snapshots, lane_stats
+from labkit.api.snapshot import Snapshots, lane_stats
 from labkit.booking import Booking, make_booking, new_booking_id
 from labkit.lab import Lab
 from labkit.metrics import prometheus_text
@@ -46,7 +46,7 @@ from labkit.settings import LANES, Settings
 PUBLISH_TIMEOUT_S = 10.0
 MAX_CONCURRENT_POSTS = 48
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-DASHBOARD_DIR = Path(__file__).parent / "dashboard"  # package data (pyproject: dashboard/*)
+DASHBOARD_DIR = Path(__file__).parent / "static"  # package data (pyproject: api/static/*)
 BookingIdPath = Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 BackendPath = Annotated[str, PathParam(description=f"one of {', '.join(LANES)}")]
 Limit = Annotated[int, Query(ge=1, le=1000)]

@@ -2,7 +2,7 @@
 
 Each chart owns a figure (a live `FigureWidget` when anywidget is installed, else a plain
 `Figure`) and one `update(...)` method that takes snapshots or booking statuses. Nothing here
-talks to a broker: `labkit.widgets.Board` does the fetching and calls these.
+talks to a broker: `labkit.notebook.widgets.Board` does the fetching and calls these.
 """
 
 from __future__ import annotations

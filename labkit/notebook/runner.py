@@ -1,8 +1,7 @@
-#!/usr/bin/env python3
 """Execute every lesson notebook with papermill (CI parameters) into build/notebooks/, export
 each to HTML with its plotly charts embedded (offline), print per-notebook times.
 
-    python tools/run_notebooks.py [--only 02_workers_and_progress] [--out build/notebooks]
+    python -m labkit.notebook.runner [--only 02_workers_and_progress] [--out build/notebooks]
 
 Brokers come from LABKIT_* like the notebooks themselves (`make notebooks` sets them).
 Exits non-zero if any notebook fails or an export lacks its chart data.
@@ -16,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # the checkout (labkit is installed editable)
 NOTEBOOKS = ROOT / "notebooks"
 CI_PARAMETERS = {"TIME_SCALE": 0.02}
 KERNEL = "python3"
