@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 from bullmq import Queue, Worker
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.admin import KafkaAdminClient, NewTopic
 
+from labkit import kafka_admin
 from labkit.lab import Lab
 from labkit.settings import Settings
 from labkit.workload import Workload
@@ -96,8 +96,7 @@ async def raw_bullmq(settings: Settings, count: int) -> float:
 def raw_kafka(settings: Settings, count: int) -> float:
     """Produce with acks=all, then consume the same records through a fresh group."""
     topic = f"bench-{uuid.uuid4().hex[:6]}"
-    admin = KafkaAdminClient(**settings.kafka_config())
-    admin.create_topics([NewTopic(topic, 6, 1)])
+    kafka_admin.create_topic(settings, topic, partitions=6)
     producer = KafkaProducer(**settings.kafka_config(acks="all", linger_ms=5))
     consumer = KafkaConsumer(topic, **settings.kafka_config(
         group_id=topic, auto_offset_reset="earliest", enable_auto_commit=False,
@@ -113,8 +112,7 @@ def raw_kafka(settings: Settings, count: int) -> float:
     rate = count / (time.perf_counter() - started)
     consumer.close()
     producer.close()
-    admin.delete_topics([topic])
-    admin.close()
+    kafka_admin.delete_topics(settings, [topic])
     return rate
 
 

@@ -1,4 +1,9 @@
-"""The lab as notebooks, the API and tests use it: one Redis client, the three lanes."""
+"""The lab as notebooks, the API, the CLI and tests use it.
+
+A Lab owns the shared stores — `status`, `metrics`, `faults` and each lane's `effects`
+(payment ledger, inventory, documents) — and hands them to the backends it opens. Callers
+read a store through the Lab, never through a backend.
+"""
 
 from __future__ import annotations
 
@@ -10,15 +15,28 @@ from typing import Self
 from labkit.backends import Backend, LaneStats, lanes_of, open_backend
 from labkit.booking import Booking
 from labkit.connections import redis_client
-from labkit.settings import Settings
-from labkit.status import TERMINAL, State
-from labkit.workers import WorkerPool
+from labkit.effects import Effects
+from labkit.faults import FaultStore
+from labkit.metrics import Metrics
+from labkit.settings import LANES, Settings
+from labkit.status import TERMINAL, State, StatusStore
+from labkit.workers import WorkerPool, Workers
 
 
 class Lab:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.redis = redis_client(self.settings)
+        self.status = StatusStore(self.redis)
+        self.metrics = Metrics(self.redis)
+        self.faults = FaultStore(self.redis)
+        self.effects = {
+            lane: Effects(
+                redis=self.redis, lane=lane, home=self.settings.home, metrics=self.metrics,
+                idempotency=self.settings.idempotency,
+            )
+            for lane in LANES
+        }
         self._backends: dict[str, Backend] = {}
 
     async def __aenter__(self) -> Self:
@@ -29,16 +47,30 @@ class Lab:
 
     def backend(self, lane: str) -> Backend:
         if lane not in self._backends:
-            self._backends[lane] = open_backend(lane, settings=self.settings, redis=self.redis)
+            self._backends[lane] = open_backend(
+                lane, settings=self.settings, redis=self.redis, status=self.status,
+                metrics=self.metrics, faults=self.faults, effects=self.effects[lane],
+            )
         return self._backends[lane]
 
     def pool(self, lane: str, *, concurrency: int = 1) -> WorkerPool:
+        """One lane's worker processes, managed by hand (start/scale/kill/stop)."""
         return WorkerPool(lane, settings=self.settings, concurrency=concurrency)
+
+    def workers(
+        self, lanes: str | Iterable[str] = "all", *, count: int = 1, concurrency: int = 1
+    ) -> Workers:
+        """`async with lab.workers(["bullmq", "kafka"], count=2) as pools:` — `count` worker
+        processes per lane; `pools["kafka"]` is that lane's WorkerPool. All stop gracefully on
+        exit, side by side."""
+        return Workers(
+            {lane: self.pool(lane, concurrency=concurrency) for lane in _lanes(lanes)}, count=count
+        )
 
     async def stock(self, hotel_rooms: dict[str, int], lanes: str | Iterable[str] = "all") -> None:
         """Set each lane's room counts: every lane has its own inventory."""
         for lane in _lanes(lanes):
-            await self.backend(lane).effects.stock(hotel_rooms)
+            await self.effects[lane].stock(hotel_rooms)
 
     async def publish(
         self, bookings: Sequence[Booking], lanes: str | Iterable[str] = "all", **options
@@ -51,7 +83,7 @@ class Lab:
 
     async def states(self, booking_ids: Iterable[str], lanes: str | Iterable[str] = "all"):
         ids = list(booking_ids)
-        return {lane: await self.backend(lane).status.many(lane, ids) for lane in _lanes(lanes)}
+        return {lane: await self.status.many(lane, ids) for lane in _lanes(lanes)}
 
     async def wait_for(
         self,
@@ -85,7 +117,7 @@ class Lab:
         lines = [f"not finished after {timeout_s:.0f}s — {summary}"]
         for lane, ids in waiting.items():
             for booking_id in ids[:shown]:
-                status = await self.backend(lane).status.get(lane, booking_id)
+                status = await self.status.get(lane, booking_id)
                 steps = "; ".join(f"{h['state']} {h['detail']}" for h in status.history[-4:]) if status else "no status"
                 lines.append(f"  {lane} {booking_id}: {steps}")
         return "\n".join(lines)

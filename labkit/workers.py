@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -124,3 +125,29 @@ class WorkerPool:
 
     def _forget_dead(self) -> None:
         self.workers = [w for w in self.workers if w.alive]
+
+
+class Workers:
+    """Worker pools of several lanes that start together and stop together (in parallel,
+    off the event loop: a graceful stop waits for in-flight jobs). Made by `Lab.workers`."""
+
+    def __init__(self, pools: dict[str, WorkerPool], *, count: int = 1) -> None:
+        self.pools = pools
+        self.count = count
+
+    def __getitem__(self, lane: str) -> WorkerPool:
+        return self.pools[lane]
+
+    def __iter__(self):
+        return iter(self.pools)
+
+    async def __aenter__(self) -> Self:
+        if self.count:
+            await asyncio.gather(*(asyncio.to_thread(p.start, self.count) for p in self.pools.values()))
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(asyncio.to_thread(p.stop) for p in self.pools.values()))

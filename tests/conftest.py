@@ -78,7 +78,7 @@ def _skip_kafka_leftovers(settings) -> None:
 
     from labkit import names
     from labkit.backends.kafka import DLQ_REDRIVE_GROUP, WORK_TOPICS
-    from labkit.infra.topics import ensure_topics
+    from labkit.kafka_admin import ensure_topics
 
     ensure_topics(settings)
     for group, topics in ((names.GROUP, WORK_TOPICS), (DLQ_REDRIVE_GROUP, (names.TOPIC_DLQ,))):

@@ -153,7 +153,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @app.get("/api/bookings/{booking_id}", response_model=BookingView, responses=error_responses(404, 422, 503))
     async def get_booking(booking_id: BookingIdPath) -> Any:
         try:
-            found = {lane: await services.lab.backend(lane).status.get(lane, booking_id) for lane in LANES}
+            found = {lane: await services.lab.status.get(lane, booking_id) for lane in LANES}
         except RedisError as exc:
             return error(503, f"redis is down: {exc}")
         lanes = {lane: status.as_dict() for lane, status in found.items() if status is not None}
@@ -188,7 +188,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **error_responses(503)})
     async def metrics() -> Response:
         try:
-            snapshot = await services.lab.backend(LANES[0]).metrics.snapshot(LANES)
+            snapshot = await services.lab.metrics.snapshot(LANES)
         except RedisError as exc:
             return error(503, f"redis is down: {exc}")
         return Response(prometheus_text(snapshot), media_type=METRICS_CONTENT_TYPE)

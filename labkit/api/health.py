@@ -73,18 +73,6 @@ class BrokerProbe:
         return await asyncio.to_thread(self._kafka_metadata)
 
     def _kafka_metadata(self) -> str:
-        from kafka import KafkaAdminClient
+        from labkit.kafka_admin import broker_count
 
-        timeout_ms = int(self.timeout_s * 1000)
-        admin = KafkaAdminClient(
-            **self.settings.kafka_config(
-                client_id="labkit-api-health",
-                bootstrap_timeout_ms=timeout_ms,
-                request_timeout_ms=timeout_ms,
-            )
-        )
-        try:
-            cluster = admin.describe_cluster()
-            return f"metadata ok: {len(cluster.get('brokers', []))} broker(s)"
-        finally:
-            admin.close()
+        return f"metadata ok: {broker_count(self.settings, timeout_s=self.timeout_s)} broker(s)"

@@ -51,7 +51,7 @@ class Snapshots:
     async def _take(self) -> dict[str, Any]:
         now = time.time()
         stats = await asyncio.gather(*(lane_stats(self.lab, self.probe, lane) for lane in LANES))
-        metrics = await self.lab.backend(LANES[0]).metrics.snapshot(LANES)
+        metrics = await self.lab.metrics.snapshot(LANES)
         completed = {lane: metrics[lane].counters.get("completed", 0) for lane in LANES}
         rates = self._rates(now, completed)
         lanes = {}

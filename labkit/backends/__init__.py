@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from importlib import import_module
-
-from redis.asyncio import Redis
+from typing import Any
 
 from labkit.backends.base import Backend, DeadLetter, LaneStats
-from labkit.settings import LANES, Settings
+from labkit.settings import LANES
 
 _MODULES = {"bullmq": "BullMQBackend", "streams": "StreamsBackend", "kafka": "KafkaBackend"}
 
@@ -22,8 +21,10 @@ def backend_class(lane: str) -> type[Backend]:
     return getattr(import_module(f"labkit.backends.{lane}"), _MODULES[lane])
 
 
-def open_backend(lane: str, *, settings: Settings, redis: Redis) -> Backend:
-    return backend_class(lane)(settings=settings, redis=redis)
+def open_backend(lane: str, **stores: Any) -> Backend:
+    """The lane's backend over the stores a Lab owns (settings, redis, status, metrics,
+    faults, effects)."""
+    return backend_class(lane)(**stores)
 
 
 def lanes_of(choice: str) -> list[str]:

@@ -83,19 +83,17 @@ class LaneStats:
 class Backend(ABC):
     lane: ClassVar[str]
 
-    def __init__(self, *, settings: Settings, redis: Redis) -> None:
+    def __init__(
+        self, *, settings: Settings, redis: Redis, status: StatusStore, metrics: Metrics,
+        faults: FaultStore, effects: Effects,
+    ) -> None:
+        # The shared stores belong to the Lab that made this backend; it only uses them.
         self.settings = settings
         self.redis = redis
-        self.status = StatusStore(redis)
-        self.metrics = Metrics(redis)
-        self.faults = FaultStore(redis)
-        self.effects = Effects(
-            redis=redis,
-            lane=self.lane,
-            home=settings.home,
-            metrics=self.metrics,
-            idempotency=settings.idempotency,
-        )
+        self.status = status
+        self.metrics = metrics
+        self.faults = faults
+        self.effects = effects
         self.pipeline = Pipeline(effects=self.effects, faults=self.faults, time_scale=settings.time_scale)
         self.worker_id = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 

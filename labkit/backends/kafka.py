@@ -24,11 +24,11 @@ from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from labkit import names
+from labkit import kafka_admin, names
 from labkit.backends.base import Backend, DeadLetter, LaneStats, Verdict, _booking_id_of
 from labkit.pipeline import STEPS
 
@@ -72,9 +72,7 @@ class KafkaBackend(Backend):
 
     async def setup(self) -> None:
         if not self._topics_ready:
-            from labkit.infra.topics import ensure_topics
-
-            await self._in(self._inspect_thread, ensure_topics, self.settings)
+            await self._in(self._inspect_thread, kafka_admin.ensure_topics, self.settings)
             self._topics_ready = True
 
     async def close(self) -> None:
@@ -154,18 +152,7 @@ class KafkaBackend(Backend):
         if waited_s < STUCK_CHECK_AFTER_S or time.monotonic() - self._checked_at < STUCK_CHECK_AFTER_S:
             return False
         self._checked_at = time.monotonic()  # an admin round trip: not on every poll
-        return await self._in(self._inspect_thread, self._group_state) == "Stable"
-
-    def _group_state(self) -> str | None:
-        admin = KafkaAdminClient(**self.settings.kafka_config(client_id=f"{self.worker_id}-check"))
-        try:
-            described = admin.describe_groups([names.GROUP])
-            info = described.get(names.GROUP, described) if isinstance(described, dict) else described[0]
-            return info.get("group_state")
-        except KafkaError:
-            return None
-        finally:
-            admin.close()
+        return await self._in(self._inspect_thread, kafka_admin.group_state, self.settings) == "Stable"
 
     def _max_poll_interval_ms(self, concurrency: int) -> int:
         # Worst case: the whole batch sits in one partition and runs back to back.

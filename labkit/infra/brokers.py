@@ -7,11 +7,10 @@ from collections.abc import Callable, Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
-from labkit import processes
-from labkit.infra import kafka_jars, kafka_server, redis_server, topics
+from labkit import kafka_admin, processes
+from labkit.infra import kafka_jars, kafka_server, redis_server
 from labkit.infra.errors import InfraError
 from labkit.infra.layout import (
     ALLOWED_BROKERS,
@@ -53,7 +52,7 @@ class ServiceStatus:
 class UpReport:
     started: tuple[str, ...]
     already_running: tuple[str, ...]
-    topics: topics.TopicReport | None
+    topics: kafka_admin.TopicReport | None
     brokers: int
     seconds: float
 
@@ -207,7 +206,7 @@ def _up(
             kafka_bootstrap=",".join(n.bootstrap for n in nodes), kafka_options={}
         )
         try:
-            report_topics = topics.ensure_topics(local, replication_factor=min(3, len(nodes)))
+            report_topics = kafka_admin.ensure_topics(local, replication_factor=min(3, len(nodes)))
         except KafkaError as exc:
             raise InfraError(
                 f"Kafka answers but creating the lab topics failed: {exc!r}; "
@@ -332,11 +331,7 @@ def _kafka_version(pid: int | None) -> str | None:
 def _external_kafka_answers(settings: Settings) -> bool:
     if settings.kafka_options:  # TLS/SASL: only a real client can tell
         try:
-            admin = KafkaAdminClient(**settings.kafka_config(request_timeout_ms=3000))
-            try:
-                return bool(admin.describe_cluster()["brokers"])
-            finally:
-                admin.close()
+            return kafka_admin.broker_count(settings) > 0
         except (KafkaError, OSError, ValueError, TypeError):  # unreachable or misconfigured
             return False
     for address in settings.kafka_bootstrap.split(","):

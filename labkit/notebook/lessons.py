@@ -5,8 +5,6 @@
 - `pool()` / `kill()`: one lane's WorkerPool from async code, its blocking calls (a graceful
   stop waits for in-flight jobs, kill -9 waits for the process) run in a thread so other
   coroutines — other lanes under `asyncio.gather`, a live board — keep running meanwhile.
-- Kafka look-ups a lesson wants to show: which partition a key lands on, who owns each
-  partition, reading records from an offset or a timestamp (replay).
 - Order checks: when each booking started, per lane.
 """
 
@@ -19,8 +17,7 @@ import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any, Self
 
-from labkit import names
-from labkit.settings import LANES, Settings
+from labkit.settings import LANES
 
 
 def setup(seed: int = 7) -> None:
@@ -95,133 +92,10 @@ async def wait_for_workers(
         await asyncio.sleep(0.2)
 
 
-# -- Kafka -----------------------------------------------------------------------------------
-def kafka_partition_for(key: str, partitions: int = names.KAFKA_PARTITIONS) -> int:
-    """The partition Kafka's default partitioner picks: murmur2(key) mod partitions."""
-    from kafka.partitioner.default import murmur2
-
-    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
-
-
-def _admin(settings: Settings):
-    from kafka.admin import KafkaAdminClient
-
-    return KafkaAdminClient(**settings.kafka_config(client_id="labkit-lesson"))
-
-
-def kafka_assignment(
-    settings: Settings, group: str = names.GROUP, topic: str = names.TOPIC
-) -> dict[str, Any]:
-    """Members of the consumer group and the partitions of `topic` each one owns, with lag."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    admin = _admin(settings)
-    try:
-        described = admin.describe_groups([group])
-        info = described.get(group, described) if isinstance(described, dict) else described[0]
-        committed = admin.list_group_offsets(group).get(group, {})
-    finally:
-        admin.close()
-    owner: dict[int, str] = {}
-    members = []
-    for member in info.get("members", []):
-        label = consumer_label(member["client_id"])
-        members.append(label)
-        assignment = member.get("member_assignment")  # empty while the group rebalances
-        for part in (
-            assignment.get("assigned_partitions", []) if isinstance(assignment, dict) else []
-        ):
-            if part["topic"] == topic:
-                owner.update(dict.fromkeys(part["partitions"], label))
-    consumer = KafkaConsumer(**settings.kafka_config(group_id=None))
-    try:
-        tps = [TopicPartition(topic, p) for p in range(settings.kafka_partitions)]
-        ends = consumer.end_offsets(tps)
-    finally:
-        consumer.close()
-    rows = []
-    for tp in tps:
-        done = committed.get(tp)
-        done_offset = done.offset if done is not None else 0
-        rows.append(
-            {
-                "partition": tp.partition,
-                "consumer": owner.get(tp.partition, "(none)"),
-                "committed": done_offset,
-                "end": ends[tp],
-                "lag": ends[tp] - done_offset,
-            }
-        )
-    return {"state": info.get("group_state"), "members": sorted(members), "rows": rows}
-
-
-def consumer_label(client_id: str) -> str:
-    """Worker ids are `<host>-<pid>-<random>`: show the pid, which WorkerPool.pids lists."""
-    parts = client_id.rsplit("-", 2)
-    return f"pid {parts[1]}" if len(parts) == 3 and parts[1].isdigit() else client_id
-
-
-def kafka_records(
-    settings: Settings,
-    topic: str = names.TOPIC,
-    *,
-    partition: int | None = None,
-    offset: int | None = None,
-    since_s: float | None = None,
-    limit: int = 1000,
-) -> list[dict[str, Any]]:
-    """Read records again without any consumer group: from `offset` (per partition) or from
-    the first record at or after epoch time `since_s`, else from the beginning. A replay."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(**settings.kafka_config(group_id=None, enable_auto_commit=False))
-    try:
-        parts = [partition] if partition is not None else range(settings.kafka_partitions)
-        tps = [TopicPartition(topic, p) for p in parts]
-        consumer.assign(tps)
-        ends = consumer.end_offsets(tps)
-        starts = (
-            consumer.offsets_for_times({tp: int(since_s * 1000) for tp in tps}) if since_s else {}
-        )
-        for tp in tps:
-            if since_s is not None:
-                found = starts.get(tp)
-                consumer.seek(tp, found.offset if found is not None else ends[tp])
-            elif offset is not None:
-                consumer.seek(tp, offset)
-            else:
-                consumer.seek_to_beginning(tp)
-        out: list[dict[str, Any]] = []
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and any(consumer.position(tp) < ends[tp] for tp in tps):
-            for tp, records in consumer.poll(timeout_ms=300).items():
-                out += [_record(r) for r in records if r.offset < ends[tp]]
-        out.sort(key=lambda r: (r["partition"], r["offset"]))
-        return out[:limit]
-    finally:
-        consumer.close()
-
-
-def _record(record) -> dict[str, Any]:
-    import json
-
-    try:
-        booking_id = json.loads(record.value)["data"]["bookingId"]
-    except (ValueError, KeyError, TypeError):
-        booking_id = None
-    return {
-        "partition": record.partition,
-        "offset": record.offset,
-        "key": (record.key or b"").decode(),
-        "bookingId": booking_id,
-        "timestamp": record.timestamp / 1000,
-    }
-
-
 # -- order -------------------------------------------------------------------------------------
 async def first_starts(lab, lane: str, booking_ids: Sequence[str]) -> dict[str, float]:
     """When each booking's first attempt started on `lane` (epoch seconds)."""
-    store = lab.backend(lane).status
+    store = lab.status
     out = {}
     for status in await asyncio.gather(*(store.get(lane, b) for b in booking_ids)):
         if status is None:

@@ -194,7 +194,7 @@ class Board:
         feeders = [v for v in self.views if hasattr(v, "feed")]
         if not feeders:
             return
-        store = self.lab.backend(self.lanes[0]).status
+        store = self.lab.status
         async for _id, event in store.follow(last_id=self._since, block_ms=300):
             for view in feeders:
                 view.feed(event)
@@ -220,7 +220,7 @@ async def booking_statuses(lab, booking_ids: Iterable[str], lanes: Sequence[str]
     ids = list(booking_ids)
     out = []
     for lane in lanes:
-        store = lab.backend(lane).status
+        store = lab.status
         out += [s for s in await asyncio.gather(*(store.get(lane, b) for b in ids)) if s is not None]
     return out
 

@@ -59,7 +59,7 @@ def kafka_ends(settings):
 
 async def enqueued(lab, kafka_ends) -> dict[str, int]:
     """Everything that would show a booking was enqueued, on every technology."""
-    metrics = await lab.backend("bullmq").metrics.snapshot(LANES)
+    metrics = await lab.metrics.snapshot(LANES)
     return {
         **{f"published:{lane}": m.counters["published"] for lane, m in metrics.items()},
         "bullmq:wait": await lab.redis.llen(f"bull:{names.QUEUE}:wait"),

@@ -13,7 +13,6 @@ import pytest
 
 from labkit import names
 from labkit.infra.kafka_jars import resolve_libs
-from labkit.notebook.lessons import Workers
 from labkit.settings import KAFKA_VERSION, LANES
 from labkit.status import State
 from labkit.workload import Workload
@@ -29,7 +28,7 @@ async def drained(lab):
     bookings = workload.bookings(20)
     await lab.stock(workload.rooms)
     await lab.publish(bookings)
-    async with Workers(lab, workers=1, concurrency=4):
+    async with lab.workers(count=1, concurrency=4):
         states = await lab.wait_for([b.bookingId for b in bookings], timeout_s=120)
     for lane in LANES:
         assert set(states[lane].values()) == {State.COMPLETED}

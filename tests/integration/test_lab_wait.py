@@ -13,7 +13,7 @@ pytestmark = pytest.mark.redis
 async def test_a_timeout_names_the_unfinished_bookings_and_their_last_step(lab):
     waiting, done = Workload(seed=5).bookings(2)
     await lab.publish([waiting, done], ["streams"])
-    store = lab.backend("streams").status
+    store = lab.status
     for state in (State.ACTIVE, State.COMPLETED):
         await store.transition("streams", done.bookingId, state, detail="by hand")
 

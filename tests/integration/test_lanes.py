@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from labkit.booking import make_booking
-from labkit.notebook.lessons import Workers
 from labkit.pipeline import PROGRESS_CHECKPOINTS
 from labkit.settings import LANES
 from labkit.status import State
@@ -44,7 +43,7 @@ async def test_progress_checkpoints_arrive_in_order(lab, lane):
     one = booking()
     states = await run_to_end(lab, lane, [one])
     assert states[one.bookingId] is State.COMPLETED
-    status = await lab.backend(lane).status.get(lane, one.bookingId)
+    status = await lab.status.get(lane, one.bookingId)
     progress = [int(h["progress"]) for h in status.history if h["progress"] != ""]
     seen = [p for i, p in enumerate(progress) if i == 0 or p != progress[i - 1]]
     assert seen[-len(PROGRESS_CHECKPOINTS):] == list(PROGRESS_CHECKPOINTS)
@@ -53,10 +52,10 @@ async def test_progress_checkpoints_arrive_in_order(lab, lane):
 
 async def test_two_failures_then_success_with_growing_backoff(lab, lane):
     one = booking()
-    await lab.backend(lane).faults.set(["payment.fail_times=2"])
+    await lab.faults.set(["payment.fail_times=2"])
     states = await run_to_end(lab, lane, [one])
     assert states[one.bookingId] is State.COMPLETED
-    status = await lab.backend(lane).status.get(lane, one.bookingId)
+    status = await lab.status.get(lane, one.bookingId)
     assert status.attempts == 3
     scheduled = [float(re.search(r"retry in ([\d.]+)s", h["detail"]).group(1))
                  for h in status.history if h["state"] == "retrying"]
@@ -169,9 +168,9 @@ async def test_kafka_processes_one_hotels_records_in_offset_order(lab):
 async def test_three_hundred_bookings_with_flaky_payments_on_every_lane(lab):
     bookings = Workload(seed=3, rooms_per_hotel=1000).bookings(300)
     await lab.stock(Workload(seed=3, rooms_per_hotel=1000).rooms)
-    await lab.backend("streams").faults.set(["payment.fail_rate=0.2"])
+    await lab.faults.set(["payment.fail_rate=0.2"])
     await lab.publish(bookings)
-    async with Workers(lab, workers=3, concurrency=4):
+    async with lab.workers(count=3, concurrency=4):
         states = await lab.wait_for([b.bookingId for b in bookings], timeout_s=240)
     for lane in LANES:
         backend = lab.backend(lane)
@@ -186,7 +185,7 @@ async def test_three_hundred_bookings_with_flaky_payments_on_every_lane(lab):
 
 async def test_injected_crash_mid_step_is_recovered_by_another_worker(lab, lane):
     one = booking()
-    await lab.backend(lane).faults.set(["pdf.crash_rate=1"])
+    await lab.faults.set(["pdf.crash_rate=1"])
     await lab.publish([one], [lane])
     with lab.pool(lane) as pool:
         pool.start(2)
@@ -194,7 +193,7 @@ async def test_injected_crash_mid_step_is_recovered_by_another_worker(lab, lane)
         exit_codes = list(pool.exit_codes().values())
     assert states[lane][one.bookingId] is State.COMPLETED
     assert exit_codes.count(70) == 1  # one worker died mid-step; the other finished the job
-    assert await lab.backend(lane).effects.charges_made(one.bookingId) == 1
+    assert await lab.effects[lane].charges_made(one.bookingId) == 1
 
 
 async def test_bullmq_rate_limiter_spreads_jobs_over_time(lab, settings):

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.redis
 async def test_a_key_replays_its_charge_and_refuses_another_amount(lab):
     first, other = Workload(seed=9).bookings(2)
     assert first.amount_cents != other.amount_cents
-    effects = lab.backend("streams").effects
+    effects = lab.effects["streams"]
 
     charge = await effects.charge(first, idempotency_key="order-1")
     again = await effects.charge(first, idempotency_key="order-1")

@@ -13,7 +13,7 @@ from labkit import names, processes
 from labkit.infra import kafka_jars, kafka_server, redis_server
 from labkit.infra.errors import InfraError
 from labkit.infra.layout import Paths, kafka_nodes
-from labkit.infra.topics import LAB_TOPICS
+from labkit.kafka_admin import LAB_TOPICS
 from labkit.settings import Settings
 
 

@@ -7,6 +7,7 @@ import asyncio
 import plotly.graph_objects as go
 import pytest
 
+from labkit import kafka_admin
 from labkit.backends.base import LaneStats
 from labkit.notebook import charts, lessons, widgets
 from labkit.status import BookingStatus, State
@@ -141,13 +142,13 @@ def test_workers_slider_scales_the_pool():
 
 def test_kafka_partition_for_matches_the_java_client():
     # murmur2 of the key, positive, mod the partition count (values from Kafka's own partitioner)
-    assert lessons.kafka_partition_for("hotel-001", 6) == (4966700 & 0x7FFFFFFF) % 6
-    assert {lessons.kafka_partition_for(f"hotel-{i:03d}") for i in range(40)} == set(range(6))
+    assert kafka_admin.partition_for("hotel-001", 6) == (4966700 & 0x7FFFFFFF) % 6
+    assert {kafka_admin.partition_for(f"hotel-{i:03d}") for i in range(40)} == set(range(6))
 
 
 def test_consumer_label_shows_the_pid():
-    assert lessons.consumer_label("vm-12908-7b0ef5") == "pid 12908"
-    assert lessons.consumer_label("kafka-python-1") == "kafka-python-1"
+    assert kafka_admin.consumer_label("vm-12908-7b0ef5") == "pid 12908"
+    assert kafka_admin.consumer_label("kafka-python-1") == "kafka-python-1"
 
 
 def test_offset_order_check_per_hotel():
