@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from datetime import UTC, date, datetime
-from typing import Annotated, Any
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -13,8 +13,9 @@ MAX_NIGHTS = 30
 ShortId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
-class BookingRequest(BaseModel):
-    """What a client sends: the seed's fields. Unknown fields are rejected."""
+class Stay(BaseModel):
+    """The seed's fields and the rules that hold whenever a booking is read: at intake and
+    again when a worker consumes it. Unknown fields are rejected."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
 
@@ -25,11 +26,9 @@ class BookingRequest(BaseModel):
     guests: Annotated[int, Field(ge=1, le=8, strict=True)] = 1
 
     @model_validator(mode="after")
-    def _stay_is_sensible(self) -> BookingRequest:
+    def _stay_is_sensible(self) -> Self:
         if self.checkOut <= self.checkIn:
             raise ValueError("checkOut must be after checkIn")
-        if self.checkIn < datetime.now(UTC).date():
-            raise ValueError("checkIn must not be in the past")
         if (self.checkOut - self.checkIn).days > MAX_NIGHTS:
             raise ValueError(f"stay must be at most {MAX_NIGHTS} nights")
         return self
@@ -38,8 +37,23 @@ class BookingRequest(BaseModel):
     def nights(self) -> int:
         return (self.checkOut - self.checkIn).days
 
+    def each_night(self) -> list[date]:
+        """The nights the stay takes a room: checkIn <= night < checkOut."""
+        return [self.checkIn + timedelta(days=n) for n in range(self.nights)]
 
-class Booking(BookingRequest):
+
+class BookingRequest(Stay):
+    """What a client sends. "Not in the past" is an intake rule: a booking accepted at 23:59
+    and retried, or redriven, after its date is still the booking that was accepted."""
+
+    @model_validator(mode="after")
+    def _not_in_the_past(self) -> Self:
+        if self.checkIn < datetime.now(UTC).date():
+            raise ValueError("checkIn must not be in the past")
+        return self
+
+
+class Booking(Stay):
     bookingId: ShortId
 
     @property
@@ -83,8 +97,9 @@ def new_booking_id() -> str:
 
 
 def make_booking(request: BookingRequest | dict[str, Any], booking_id: str | None = None) -> Booking:
-    fields = request.model_dump() if isinstance(request, BookingRequest) else dict(request)
-    return Booking(bookingId=booking_id or new_booking_id(), **fields)
+    """Intake: the request's rules (checkIn not in the past) hold here, then it gets an id."""
+    checked = request if isinstance(request, BookingRequest) else BookingRequest.model_validate(request)
+    return Booking(bookingId=booking_id or new_booking_id(), **checked.model_dump())
 
 
 def parse_envelope(raw: str | bytes | dict[str, Any]) -> Envelope:

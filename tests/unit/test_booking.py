@@ -49,3 +49,21 @@ def test_a_valid_booking_round_trips_through_the_seed_envelope():
 def test_unusable_payloads_raise_invalid_job(raw):
     with pytest.raises(InvalidJob):
         parse_envelope(raw)
+
+
+def test_a_booking_whose_date_has_passed_is_still_consumed():
+    """Accepted yesterday for yesterday, retried or redriven today: not an invalid job."""
+    accepted = make_booking(request(), booking_id="bk-late")
+    late = accepted.model_copy(update={"checkIn": TODAY - timedelta(days=1), "checkOut": TODAY})
+    decoded = parse_envelope(Envelope.wrap(late).to_json())
+    assert decoded.data.checkIn == TODAY - timedelta(days=1)
+
+
+def test_intake_still_refuses_a_check_in_in_the_past():
+    with pytest.raises(ValidationError, match="checkIn must not be in the past"):
+        make_booking(request(checkIn=TODAY - timedelta(days=1)), booking_id="bk-past")
+
+
+def test_each_night_of_a_stay_runs_from_check_in_to_the_night_before_check_out():
+    stay = make_booking(request(), booking_id="bk-1")
+    assert stay.each_night() == [TODAY + timedelta(days=3), TODAY + timedelta(days=4)]
