@@ -31,44 +31,71 @@ class State(StrEnum):
 
 TERMINAL = frozenset({State.COMPLETED, State.REJECTED, State.DEAD_LETTERED})
 
-_TRANSITION = """
-local old = redis.call('HGET', KEYS[1], 'state')
-local now = ARGV[6]
-local entry = cjson.encode({state=ARGV[3], progress=ARGV[4], attempt=ARGV[5], at=now, detail=ARGV[7]})
-local function record()
-  redis.call('RPUSH', KEYS[2], entry)
-  redis.call('LTRIM', KEYS[2], -200, -1)
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[10], '*', 'lane', ARGV[1], 'bookingId', ARGV[2],
-    'state', ARGV[3], 'progress', ARGV[4], 'attempt', ARGV[5], 'at', now, 'detail', ARGV[7])
-end
--- A late, duplicate run of a finished booking (at-least-once) shows in its history but
--- never moves it back: only a redrive (queued) reopens it.
-if ARGV[3] ~= 'queued' and redis.call('HEXISTS', KEYS[1], 'finished_at') == 1 then
+# One booking's change, shared by the single-booking script and the publishers' batch claim.
+# k = {status, history, state counts, events, index}; a = {lane, bookingId, state, progress,
+# attempt, now, detail, jobId, publishedAt, events maxlen, redrive}.
+# Returns {old state, published_at, first arrival at a terminal (0/1), applied (0/1)}.
+_TRANSITION_FN = """
+local function transition(k, a)
+  local old = redis.call('HGET', k[1], 'state')
+  local now = a[6]
+  local entry = cjson.encode({state=a[3], progress=a[4], attempt=a[5], at=now, detail=a[7]})
+  local function record()
+    redis.call('RPUSH', k[2], entry)
+    redis.call('LTRIM', k[2], -200, -1)
+    redis.call('XADD', k[4], 'MAXLEN', '~', a[10], '*', 'lane', a[1], 'bookingId', a[2],
+      'state', a[3], 'progress', a[4], 'attempt', a[5], 'at', now, 'detail', a[7])
+  end
+  -- Publishing a known booking again must not reopen it (nor run it twice): only an
+  -- explicit redrive puts a booking that has a status back to queued.
+  if a[3] == 'queued' and old and a[11] ~= '1' then
+    return {old, redis.call('HGET', k[1], 'published_at') or '', 0, 0}
+  end
+  -- A late, duplicate run of a finished booking (at-least-once) shows in its history but
+  -- never moves it back.
+  if a[3] ~= 'queued' and redis.call('HEXISTS', k[1], 'finished_at') == 1 then
+    record()
+    return {old or '', redis.call('HGET', k[1], 'published_at') or '', 0, 0}
+  end
+  if a[9] ~= '' then redis.call('HSETNX', k[1], 'published_at', a[9]) end
+  redis.call('HSETNX', k[1], 'created_at', now)
+  local fields = {'state', a[3], 'updated_at', now, 'lane', a[1], 'bookingId', a[2]}
+  if a[4] ~= '' then table.insert(fields, 'progress'); table.insert(fields, a[4]) end
+  if a[5] ~= '' then table.insert(fields, 'attempts'); table.insert(fields, a[5]) end
+  if a[7] ~= '' then table.insert(fields, 'detail'); table.insert(fields, a[7]) end
+  if a[8] ~= '' then table.insert(fields, 'jobId'); table.insert(fields, a[8]) end
+  redis.call('HSET', k[1], unpack(fields))
+  -- finished_at marks the first arrival at a terminal state, so a redelivered, already
+  -- finished booking is not counted twice; a redrive (back to queued) opens it again.
+  local first = 0
+  if a[3] == 'queued' then redis.call('HDEL', k[1], 'finished_at') end
+  if a[3] == 'completed' or a[3] == 'rejected' or a[3] == 'dead-lettered' then
+    first = redis.call('HSETNX', k[1], 'finished_at', now)
+  end
+  if old ~= a[3] then
+    if old then redis.call('HINCRBY', k[3], old, -1) end
+    redis.call('HINCRBY', k[3], a[3], 1)
+  end
   record()
-  return {old or '', redis.call('HGET', KEYS[1], 'published_at') or '', 0}
+  redis.call('ZADD', k[5], 'NX', redis.call('HGET', k[1], 'created_at'), a[2])
+  return {old or '', redis.call('HGET', k[1], 'published_at') or '', first, 1}
 end
-if ARGV[9] ~= '' then redis.call('HSETNX', KEYS[1], 'published_at', ARGV[9]) end
-redis.call('HSETNX', KEYS[1], 'created_at', now)
-local fields = {'state', ARGV[3], 'updated_at', now, 'lane', ARGV[1], 'bookingId', ARGV[2]}
-if ARGV[4] ~= '' then table.insert(fields, 'progress'); table.insert(fields, ARGV[4]) end
-if ARGV[5] ~= '' then table.insert(fields, 'attempts'); table.insert(fields, ARGV[5]) end
-if ARGV[7] ~= '' then table.insert(fields, 'detail'); table.insert(fields, ARGV[7]) end
-if ARGV[8] ~= '' then table.insert(fields, 'jobId'); table.insert(fields, ARGV[8]) end
-redis.call('HSET', KEYS[1], unpack(fields))
--- finished_at marks the first arrival at a terminal state, so a redelivered, already
--- finished booking is not counted twice; a redrive (back to queued) opens it again.
-local first = 0
-if ARGV[3] == 'queued' then redis.call('HDEL', KEYS[1], 'finished_at') end
-if ARGV[3] == 'completed' or ARGV[3] == 'rejected' or ARGV[3] == 'dead-lettered' then
-  first = redis.call('HSETNX', KEYS[1], 'finished_at', now)
+"""
+
+_TRANSITION = _TRANSITION_FN + "return transition(KEYS, ARGV)"
+
+# KEYS = {state counts, events, index, then status and history per booking};
+# ARGV = {lane, now, events maxlen, then bookingId, jobId, publishedAt per booking}.
+_CLAIM_NEW = _TRANSITION_FN + """
+local new = {}
+for i = 0, (#ARGV - 3) / 3 - 1 do
+  local id = ARGV[4 + 3 * i]
+  local k = {KEYS[4 + 2 * i], KEYS[5 + 2 * i], KEYS[1], KEYS[2], KEYS[3]}
+  local a = {ARGV[1], id, 'queued', '0', '0', ARGV[2], 'published', ARGV[5 + 3 * i],
+    ARGV[6 + 3 * i], ARGV[3], ''}
+  if transition(k, a)[4] == 1 then table.insert(new, id) end
 end
-if old ~= ARGV[3] then
-  if old then redis.call('HINCRBY', KEYS[3], old, -1) end
-  redis.call('HINCRBY', KEYS[3], ARGV[3], 1)
-end
-record()
-redis.call('ZADD', KEYS[5], 'NX', redis.call('HGET', KEYS[1], 'created_at'), ARGV[2])
-return {old or '', redis.call('HGET', KEYS[1], 'published_at') or '', first}
+return new
 """
 
 
@@ -112,19 +139,25 @@ class Change:
     new: State
     published_at: float | None
     first_terminal: bool = False
+    applied: bool = True  # False: refused (a known booking queued again) or a late duplicate
 
 
 class StatusStore:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
         self._script = redis.register_script(_TRANSITION)
+        self._claim_new = redis.register_script(_CLAIM_NEW)
 
     async def transition(
-        self, lane: str, booking_id: str, state: State, **fields: Any
+        self, lane: str, booking_id: str, state: State, *, redrive: bool = False, **fields: Any
     ) -> Change:
-        """Move a booking to `state`; fields: progress, attempt, detail, job_id, published_at."""
-        old, published, first = await self._script(
-            keys=_script_keys(lane, booking_id), args=_script_args(lane, booking_id, state, **fields)
+        """Move a booking to `state`; fields: progress, attempt, detail, job_id, published_at.
+
+        `queued` is refused for a booking that already has a status unless `redrive=True`:
+        the dead-letter queue's redrive is the one way to start a booking over."""
+        old, published, first, applied = await self._script(
+            keys=_script_keys(lane, booking_id),
+            args=_script_args(lane, booking_id, state, redrive=redrive, **fields),
         )
         old_text = _text(old)
         return Change(
@@ -132,7 +165,28 @@ class StatusStore:
             new=state,
             published_at=float(_text(published)) if published else None,
             first_terminal=bool(int(first)),
+            applied=bool(int(applied)),
         )
+
+    async def claim_new(
+        self, lane: str, entries: Iterable[tuple[str, str, float]]
+    ) -> set[str]:
+        """Queue the bookings this lane has never seen, in one round trip; returns their ids.
+
+        `entries` are (booking id, job id, published_at). A booking that already has a status
+        keeps it: the publisher sends only the returned ids, so a re-publish neither reopens
+        a finished booking nor runs it twice."""
+        entries = list(entries)
+        if not entries:
+            return set()
+        booking_keys = [k for booking_id, _, _ in entries
+                        for k in (keys.status(lane, booking_id), keys.history(lane, booking_id))]
+        new = await self._claim_new(
+            keys=[keys.state_counts(lane), keys.EVENTS_STREAM, keys.index(lane), *booking_keys],
+            args=[lane, repr(time.time()), keys.EVENTS_MAXLEN,
+                  *(v for b, job_id, at in entries for v in (b, job_id, repr(at)))],
+        )
+        return {_text(b) for b in new}
 
     async def queue_transition(self, pipe, lane: str, booking_id: str, **fields: Any) -> None:
         """The `queued` transition, added to a caller's pipeline to publish many at once."""
@@ -211,6 +265,7 @@ def _script_args(
     detail: str = "",
     job_id: str = "",
     published_at: float | None = None,
+    redrive: bool = False,
 ) -> list[Any]:
     return [
         lane,
@@ -223,8 +278,8 @@ def _script_args(
         job_id,
         "" if published_at is None else repr(published_at),
         keys.EVENTS_MAXLEN,
+        "1" if redrive else "",
     ]
-
 
 
 def _float(value: str | None) -> float | None:
