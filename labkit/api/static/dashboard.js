@@ -1,4 +1,5 @@
-// The live dashboard: one EventSource on /api/stream, one snapshot a second.
+// The live dashboard: one EventSource on api/stream (relative, like every URL here, so the page
+// works under a proxy's prefix such as jupyter-server-proxy's), one snapshot a second.
 // Plain DOM + plotly.js; no build step, no network beyond this API (works offline).
 'use strict';
 
@@ -131,7 +132,7 @@ function updateRecent(snapshot) {
 
 function connect() {
   const status = document.getElementById('connection');
-  const source = new EventSource('/api/stream');
+  const source = new EventSource('api/stream');
   source.addEventListener('open', () => { status.textContent = 'live'; status.dataset.state = 'live'; });
   source.addEventListener('error', () => { status.textContent = 'reconnecting…'; status.dataset.state = 'down'; });
   source.addEventListener('snapshot', (event) => {
