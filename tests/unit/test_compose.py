@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -74,13 +75,42 @@ def test_cluster_profile_uses_labkit_broker_ports(services) -> None:
     assert ports == expected == [9092, 9094, 9096]
 
 
-def test_ui_profile_has_bull_board_and_kafka_ui(services) -> None:
+def test_ui_profile_has_bull_board_kafbat_ui_and_redisinsight(services) -> None:
     ui = {name: s for name, s in services.items() if "ui" in s.get("profiles", [])}
-    images = {s["image"].split(":")[0] for s in ui.values()}
-    assert images == {"deadly0/bull-board", "provectuslabs/kafka-ui"}
+    assert sorted(ui) == ["bull-board", "kafka-ui", "redisinsight"]
+    assert ui["kafka-ui"]["image"].startswith("ghcr.io/kafbat/kafka-ui:")
+    assert ui["redisinsight"]["image"].startswith("redis/redisinsight:")
     board = ui["bull-board"]
-    assert board["environment"]["REDIS_HOST"] == "redis"
-    assert board["environment"]["REDIS_PORT"] == str(Settings().redis_host_port[1])
+    context = COMPOSE.parent / board["build"]
+    assert (context / "Dockerfile").is_file() and (context / "server.js").is_file()
+    assert board["environment"]["LABKIT_REDIS_URL"] == f"redis://redis:{Settings().redis_host_port[1]}/0"
+
+
+def test_every_image_is_pinned_to_an_exact_version(services) -> None:
+    for name, service in services.items():
+        _, _, tag = service["image"].rpartition(":")
+        assert re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"{name}: {service['image']} is not pinned"
+
+
+def test_kafka_keeps_its_log_dirs_on_its_volume(services) -> None:
+    kafkas = {name: s for name, s in services.items() if s["image"].startswith("apache/kafka:")}
+    assert sorted(kafkas) == ["kafka", "kafka-1", "kafka-2", "kafka-3"]
+    for name, service in kafkas.items():
+        log_dir = service["environment"]["KAFKA_LOG_DIRS"]
+        mounts = {target: source for source, target, *_ in (str(v).split(":") for v in service["volumes"])}
+        assert mounts.get(log_dir) == f"{name}-data", f"{name} writes {log_dir} outside its volume"
+
+
+def test_brokers_have_healthchecks_and_uis_wait_for_them(services) -> None:
+    for name in ("redis", "kafka", "kafka-1", "kafka-2", "kafka-3"):
+        assert services[name]["healthcheck"]["test"], name
+    waits = {name: s["depends_on"] for name, s in services.items() if "depends_on" in s}
+    assert set(waits) == {"bull-board", "kafka-ui", "redisinsight"}
+    for name, needs in waits.items():
+        assert isinstance(needs, dict), f"{name}: a list does not wait for health"
+        for dependency, how in needs.items():
+            assert how == {"condition": "service_healthy"}, name
+            assert "healthcheck" in services[dependency], dependency
 
 
 def test_every_published_port_is_loopback_only(services) -> None:
