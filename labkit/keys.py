@@ -9,6 +9,8 @@ FAULTS_KEY = f"{PREFIX}:faults"
 SAVED_FAULTS_KEY = f"{PREFIX}:faults-saved"  # the learner's faults while a lesson sets its own
 EVENTS_STREAM = f"{PREFIX}:events"
 EVENTS_MAXLEN = 20_000
+# How long a finished booking's status, history and effects records are kept (one day).
+DEFAULT_RETENTION_S = 86_400
 
 
 def status(lane: str, booking_id: str) -> str:
@@ -38,10 +40,17 @@ def charges(lane: str) -> str:
 
 
 def inventory(lane: str) -> str:
+    """Hash hotelId → rooms per night (the hotel's capacity, the same every night)."""
     return f"{PREFIX}:{lane}:rooms"
 
 
+def nights_taken(lane: str, hotel_id: str) -> str:
+    """Hash night (YYYY-MM-DD) → rooms taken that night; a night nobody holds has no field."""
+    return f"{PREFIX}:{lane}:nights:{hotel_id}"
+
+
 def reservations(lane: str, hotel_id: str) -> str:
+    """Hash bookingId → the nights it holds (comma-separated), so a release gives them back."""
     return f"{PREFIX}:{lane}:reserved:{hotel_id}"
 
 

@@ -43,7 +43,14 @@ class PermanentError(RuntimeError):
 
 class Outcome(StrEnum):
     CONFIRMED = "completed"
-    REJECTED = "rejected"  # no room left; the charge was refunded
+    REJECTED = "rejected"  # no room left; the booking was compensated (charge refunded)
+
+
+@dataclass(frozen=True)
+class Compensation:
+    refunded: bool  # a charge was given back now (False: none, or refunded before)
+    released: bool  # reserved nights were given back
+    withdrawn: int  # documents removed (drafts or delivered)
 
 
 Report = Callable[[int | None, str], Awaitable[None]]  # (progress or None, step note)
@@ -77,6 +84,9 @@ class Pipeline:
                 # which is exactly when idempotency matters.
                 await asyncio.sleep(duration_s / 2)
                 charge = await self._charge(booking)
+                if charge.refunded:  # a late duplicate of a booking already compensated
+                    await report(None, "charge was refunded earlier: booking not confirmed")
+                    return Outcome.REJECTED
                 await asyncio.sleep(duration_s / 2)
             else:
                 await asyncio.sleep(duration_s)
@@ -84,13 +94,29 @@ class Pipeline:
                 pdf = await self.effects.write_confirmation(booking, charge)
             elif step.name == "email":
                 await self.effects.write_email(booking, pdf)
-            elif step.name == "inventory" and not await self.effects.reserve_room(booking):
-                await self.effects.refund(booking)
-                await report(None, "no room left: charge refunded")
-                return Outcome.REJECTED
+            elif step.name == "inventory":
+                if not await self.effects.reserve_stay(booking):
+                    await self.compensate(booking, "no room left")
+                    await report(None, "no room left: charge refunded")
+                    return Outcome.REJECTED
+                # The nights are ours: only now does the guest get the PDF and the e-mail.
+                await self.effects.deliver_documents(booking.bookingId)
             if step.progress_after is not None:
                 await report(step.progress_after, f"{step.name} done")
         return Outcome.CONFIRMED
+
+    async def compensate(self, booking: Booking, reason: str) -> Compensation:
+        """Undo what a booking that will not complete did: refund its charge, give its nights
+        back, withdraw its documents. Idempotent: call it again and nothing more happens."""
+        return Compensation(
+            refunded=await self.effects.refund(booking, reason=reason),
+            released=await self.effects.release_stay(booking),
+            withdrawn=len(await self.effects.withdraw_documents(booking.bookingId)),
+        )
+
+    async def prepare_redrive(self, booking_id: str) -> None:
+        """A redriven booking starts over: its refunded charge is filed away so it pays anew."""
+        await self.effects.reopen_payment(booking_id)
 
     async def _charge(self, booking: Booking):
         try:

@@ -19,6 +19,7 @@ def booking(n: int = 0):
                          "checkOut": check_in + timedelta(days=2)}, booking_id=f"bk-status-{n}")
 
 
+@pytest.mark.streams
 async def test_publishing_a_finished_booking_again_leaves_it_finished(lab):
     one = booking()
     backend = lab.backend("streams")
