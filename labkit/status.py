@@ -33,7 +33,7 @@ TERMINAL = frozenset({State.COMPLETED, State.REJECTED, State.DEAD_LETTERED})
 
 # One booking's change, shared by the single-booking script and the publishers' batch claim.
 # k = {status, history, state counts, events, index}; a = {lane, bookingId, state, progress,
-# attempt, now, detail, jobId, publishedAt, events maxlen, redrive}.
+# attempt, now, detail, jobId, publishedAt, events maxlen, redrive, retention seconds}.
 # Returns {old state, published_at, first arrival at a terminal (0/1), applied (0/1)}.
 _TRANSITION_FN = """
 local function transition(k, a)
@@ -68,16 +68,26 @@ local function transition(k, a)
   -- finished_at marks the first arrival at a terminal state, so a redelivered, already
   -- finished booking is not counted twice; a redrive (back to queued) opens it again.
   local first = 0
-  if a[3] == 'queued' then redis.call('HDEL', k[1], 'finished_at') end
-  if a[3] == 'completed' or a[3] == 'rejected' or a[3] == 'dead-lettered' then
-    first = redis.call('HSETNX', k[1], 'finished_at', now)
+  if a[3] == 'queued' then
+    redis.call('HDEL', k[1], 'finished_at')
+    redis.call('PERSIST', k[1])
+    redis.call('PERSIST', k[2])
   end
+  local terminal = a[3] == 'completed' or a[3] == 'rejected' or a[3] == 'dead-lettered'
+  if terminal then first = redis.call('HSETNX', k[1], 'finished_at', now) end
   if old ~= a[3] then
     if old then redis.call('HINCRBY', k[3], old, -1) end
     redis.call('HINCRBY', k[3], a[3], 1)
   end
   record()
   redis.call('ZADD', k[5], 'NX', redis.call('HGET', k[1], 'created_at'), a[2])
+  -- A finished booking is kept for the retention period, then forgotten; the index of
+  -- recent bookings forgets those created longer ago than that.
+  if terminal then
+    redis.call('EXPIRE', k[1], a[12])
+    redis.call('EXPIRE', k[2], a[12])
+    redis.call('ZREMRANGEBYSCORE', k[5], '-inf', '(' .. (tonumber(now) - tonumber(a[12])))
+  end
   return {old or '', redis.call('HGET', k[1], 'published_at') or '', first, 1}
 end
 """
@@ -92,7 +102,7 @@ for i = 0, (#ARGV - 3) / 3 - 1 do
   local id = ARGV[4 + 3 * i]
   local k = {KEYS[4 + 2 * i], KEYS[5 + 2 * i], KEYS[1], KEYS[2], KEYS[3]}
   local a = {ARGV[1], id, 'queued', '0', '0', ARGV[2], 'published', ARGV[5 + 3 * i],
-    ARGV[6 + 3 * i], ARGV[3], ''}
+    ARGV[6 + 3 * i], ARGV[3], '', '0'}
   if transition(k, a)[4] == 1 then table.insert(new, id) end
 end
 return new
@@ -143,8 +153,9 @@ class Change:
 
 
 class StatusStore:
-    def __init__(self, redis: Redis) -> None:
+    def __init__(self, redis: Redis, *, retention_s: float = keys.DEFAULT_RETENTION_S) -> None:
         self._redis = redis
+        self.retention_s = retention_s  # how long a finished booking's status is kept
         self._script = redis.register_script(_TRANSITION)
         self._claim_new = redis.register_script(_CLAIM_NEW)
 
@@ -157,7 +168,8 @@ class StatusStore:
         the dead-letter queue's redrive is the one way to start a booking over."""
         old, published, first, applied = await self._script(
             keys=_script_keys(lane, booking_id),
-            args=_script_args(lane, booking_id, state, redrive=redrive, **fields),
+            args=_script_args(lane, booking_id, state, redrive=redrive,
+                              retention_s=self.retention_s, **fields),
         )
         old_text = _text(old)
         return Change(
@@ -193,6 +205,7 @@ class StatusStore:
         await self._script(
             keys=_script_keys(lane, booking_id),
             args=_script_args(lane, booking_id, State.QUEUED, progress=0, attempt=0,
+                              retention_s=self.retention_s,
                               detail="published", **fields),
             client=pipe,
         )
@@ -266,6 +279,7 @@ def _script_args(
     job_id: str = "",
     published_at: float | None = None,
     redrive: bool = False,
+    retention_s: float,
 ) -> list[Any]:
     return [
         lane,
@@ -279,6 +293,7 @@ def _script_args(
         "" if published_at is None else repr(published_at),
         keys.EVENTS_MAXLEN,
         "1" if redrive else "",
+        int(retention_s),
     ]
 
 
