@@ -1,4 +1,5 @@
-"""Background processes the lab owns: pid files, ownership checks, ports, waiting, stopping."""
+"""Background processes the lab owns — brokers, workers, the API — started, watched and stopped
+in one way: pid files, ownership checks, ports, waiting, stopping, restart pauses, log tails."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from labkit.infra.errors import InfraError
@@ -108,6 +110,13 @@ def port_free(host: str, port: int) -> bool:
     return True
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now (the kernel picks it)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
 def listener_pid(port: int) -> int | None:
     """Best effort: the pid listening on a TCP port, from /proc/net/tcp{,6} and /proc/*/fd."""
     inodes: set[str] = set()
@@ -165,21 +174,85 @@ def rotate_log(path: Path) -> None:
         path.replace(path.with_name(path.name + ".1"))
 
 
-def spawn(argv: Sequence[str], *, log_path: Path, cwd: Path) -> int:
-    """Start a detached background process (own session: Ctrl-C in the shell won't reach it)."""
+@dataclass(eq=False)
+class Child:
+    """A process this one started and holds: its pid, its log, and its exit code once reaped."""
+
+    process: subprocess.Popen
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    @property
+    def exit_code(self) -> int | None:
+        return self.process.poll()
+
+    def kill(self) -> None:
+        """kill -9 and reap: no cleanup, no goodbye."""
+        if self.alive:
+            self.process.kill()
+        self.process.wait()
+
+    def tail(self, lines: int) -> list[str]:
+        return tail(self.log_path, lines=lines)
+
+
+def spawn(
+    argv: Sequence[str],
+    *,
+    log_path: Path,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Child:
+    """Start a background process logging to `log_path`, in its own session: a Ctrl-C in the
+    shell or notebook does not reach it; whoever holds the Child stops it."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     rotate_log(log_path)
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(
+        process = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=cwd,
+            env=None if env is None else dict(env),
             start_new_session=True,
             close_fds=True,
         )
-    return proc.pid
+    return Child(process, log_path)
+
+
+def stop(children: Sequence[Child], *, timeout_s: float) -> dict[int, str]:
+    """Graceful, side by side: SIGTERM the live ones, SIGKILL whoever outlives timeout_s, and
+    reap them all (their exit codes stay readable)."""
+    how = terminate([c.pid for c in children if c.alive], timeout_s=timeout_s)
+    for child in children:
+        child.process.wait()
+    return how
+
+
+@dataclass
+class Backoff:
+    """Pauses between tries: `first_s`, doubling up to `max_s`. A run that lasted `max_s` or
+    longer counts as a recovery, so the next failure starts again from `first_s`."""
+
+    first_s: float = 0.5
+    max_s: float = 10.0
+    _next_s: float = field(init=False, default=0.0)
+
+    def pause_after(self, ran_s: float) -> float:
+        """The pause before the next try, given how long the failed run lasted."""
+        if not self._next_s or ran_s >= self.max_s:
+            self._next_s = self.first_s
+        pause = self._next_s
+        self._next_s = min(pause * 2, self.max_s)
+        return pause
 
 
 def wait_until(

@@ -114,7 +114,8 @@ def start(*, java: str, libs: Path, node: KafkaNode, paths: Paths) -> int:
         "-cp", _classpath(libs), f"-Dlog4j2.configurationFile={LOG4J2}",
         MAIN_CLASS, str(node.properties),
     ]  # fmt: skip
-    pid = processes.spawn(cmd, log_path=paths.kafka_log(node.node_id), cwd=node.dir)
+    # It outlives this process: pid file and `infra down` own it from here.
+    pid = processes.spawn(cmd, log_path=paths.kafka_log(node.node_id), cwd=node.dir).pid
     processes.write_pid(paths.kafka_pid(node.node_id), pid)
     return pid
 

@@ -110,7 +110,7 @@ def start(settings: Settings, *, binary: str) -> int:
     paths.redis_conf.write_text(render_config(port=port, paths=paths))
     pid = processes.spawn(
         [binary, str(paths.redis_conf)], log_path=paths.redis_log, cwd=paths.redis_dir
-    )
+    ).pid  # it outlives this process: pid file and `infra down` own it from here
     processes.write_pid(paths.redis_pid, pid)
     return pid
 
