@@ -7,10 +7,12 @@ import json
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from functools import wraps
 from typing import Annotated, Any
 
+import anyio
 import typer
 from kafka.errors import KafkaError
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -21,6 +23,7 @@ from labkit.backends import UnknownBackend, lanes_of
 from labkit.faults import FaultSpecError, FaultStore
 from labkit.infra.cli import infra_app
 from labkit.lab import Lab
+from labkit.processes import Backoff
 from labkit.settings import Settings, SettingsError
 
 app = typer.Typer(help="Booking Queue Lab", no_args_is_help=True, add_completion=False)
@@ -30,6 +33,10 @@ faults_app = typer.Typer(help="Failure injection, live while workers run", no_ar
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(faults_app, name="faults")
 console = Console(width=None if Console().is_terminal else 160)
+log = logging.getLogger("labkit.worker")
+
+# A worker outlives these: the broker is away (restarting, a lesson's outage), not broken.
+BROKER_GONE = (RedisConnectionError, OSError, KafkaError)
 
 Backend = Annotated[str, typer.Option("--backend", "-b", help="bullmq, streams or kafka")]
 Lanes = Annotated[str, typer.Option("--backend", "-b", help="all, or a comma list of lanes")]
@@ -64,7 +71,8 @@ async def worker(
     concurrency: Annotated[int, typer.Option(min=1, max=256)] = 1,
     burst: Annotated[bool, typer.Option(help="exit once nothing is left to do")] = False,
 ) -> None:
-    """Run one worker process for a lane. SIGTERM finishes in-flight jobs, then exits."""
+    """Run one worker process for a lane. SIGTERM finishes in-flight jobs, then exits. When
+    Redis or Kafka goes away it says so once and reconnects with backoff instead of exiting."""
     level = os.environ.get("LABKIT_LOG_LEVEL", "WARNING").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s")
     lanes_of(backend)
@@ -72,10 +80,35 @@ async def worker(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with Lab() as lab:
-        console.print(f"[green]▶[/green] {backend} worker pid={os.getpid()} concurrency={concurrency}")
-        await lab.backend(backend).run_worker(concurrency=concurrency, stop=stop, burst=burst)
-        console.print(f"[blue]■[/blue] {backend} worker stopped")
+
+    async def run_once() -> None:
+        async with Lab() as lab:  # a fresh Lab per try: no client left over from the outage
+            await lab.backend(backend).run_worker(concurrency=concurrency, stop=stop, burst=burst)
+
+    console.print(f"[green]▶[/green] {backend} worker pid={os.getpid()} concurrency={concurrency}")
+    await run_through_outages(run_once, stop=stop, lane=backend)
+    console.print(f"[blue]■[/blue] {backend} worker stopped")
+
+
+async def run_through_outages(
+    run: Callable[[], Awaitable[None]], *, stop: asyncio.Event, lane: str
+) -> None:
+    """Run `run` until it returns or `stop` is set; a lost broker connection is retried after
+    a growing pause, with one WARNING line per outage (not one per try)."""
+    backoff = Backoff()
+    while not stop.is_set():
+        started = time.monotonic()
+        try:
+            await run()
+            return
+        except BROKER_GONE as exc:
+            pause = backoff.pause_after(time.monotonic() - started)
+            if pause == backoff.first_s:  # the first failure of this outage
+                log.warning("%s worker pid=%s lost its broker (%s: %s); reconnecting with "
+                            "backoff up to %.0f s", lane, os.getpid(), type(exc).__name__, exc,
+                            backoff.max_s)
+            with anyio.move_on_after(pause):
+                await stop.wait()
 
 
 @app.command()
@@ -102,16 +135,21 @@ async def publish(
 @app.command()
 @friendly
 async def stats(backend: Lanes = "all", as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
-    """Per lane: waiting, active, retrying, completed, rejected, dead-lettered, DLQ, lag, workers."""
+    """Per lane: waiting, active, retrying, completed, rejected, dead-lettered, DLQ, lag,
+    workers, and worker restarts (processes a pool started again after they died)."""
+    lanes = lanes_of(backend)
     async with Lab() as lab:
-        result = await lab.stats(lanes_of(backend))
+        result = {lane: s.as_dict() for lane, s in (await lab.stats(lanes)).items()}
+        for lane, count in (await lab.worker_restarts(lanes)).items():
+            result[lane]["restarts"] = count
     if as_json:
-        print(json.dumps({lane: s.as_dict() for lane, s in result.items()}, indent=2))
+        print(json.dumps(result, indent=2))
         return
-    columns = ("waiting", "active", "retrying", "completed", "rejected", "dead_lettered", "dlq_size", "lag", "workers")
+    columns = ("waiting", "active", "retrying", "completed", "rejected", "dead_lettered", "dlq_size",
+               "lag", "workers", "restarts")
     table = Table("lane", *columns)
-    for lane, s in result.items():
-        table.add_row(lane, *(str(getattr(s, c)) for c in columns))
+    for lane, row in result.items():
+        table.add_row(lane, *(str(row[c]) for c in columns))
     console.print(table)
 
 

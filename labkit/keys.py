@@ -64,3 +64,8 @@ def latency(lane: str) -> str:
 
 def workers(lane: str) -> str:
     return f"{PREFIX}:{lane}:workers"
+
+
+def worker_restarts(lane: str) -> str:
+    """Counter: worker processes of the lane that a pool started again after they died."""
+    return f"{PREFIX}:{lane}:worker-restarts"

@@ -7,11 +7,12 @@ read a store through the Lab, never through a backend.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Iterable, Sequence
 from typing import Self
 
+import anyio
+
+from labkit import keys
 from labkit.backends import Backend, LaneStats, lanes_of, open_backend
 from labkit.booking import Booking
 from labkit.connections import redis_client
@@ -62,7 +63,9 @@ class Lab:
     ) -> Workers:
         """`async with lab.workers(["bullmq", "kafka"], count=2) as pools:` — `count` worker
         processes per lane; `pools["kafka"]` is that lane's WorkerPool. All stop gracefully on
-        exit, side by side."""
+        exit, side by side, and the pools then refuse to start more. From async code use the
+        pools' `..._async` calls (`await pools["kafka"].kill_async()`), which keep the event
+        loop free while a graceful stop waits for in-flight jobs."""
         return Workers(
             {lane: self.pool(lane, concurrency=concurrency) for lane in _lanes(lanes)}, count=count
         )
@@ -97,14 +100,17 @@ class Lab:
         """Wait until every booking is in one of `until` on every lane; TimeoutError says
         which are not."""
         ids = list(booking_ids)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            states = await self.states(ids, lanes)
-            if all(s in until for by_id in states.values() for s in by_id.values()):
-                return states
-            if time.monotonic() > deadline:
-                raise TimeoutError(await self.unfinished(states, timeout_s, until=until))
-            await asyncio.sleep(poll_s)
+        states: dict[str, dict[str, State | None]] = {}
+        try:
+            with anyio.fail_after(timeout_s):
+                while True:
+                    states = await self.states(ids, lanes)
+                    if all(s in until for by_id in states.values() for s in by_id.values()):
+                        return states
+                    await anyio.sleep(poll_s)
+        except TimeoutError:
+            states = states or await self.states(ids, lanes)  # timed out before the first look
+            raise TimeoutError(await self.unfinished(states, timeout_s, until=until)) from None
 
     async def unfinished(
         self, states: dict[str, dict[str, State | None]], timeout_s: float, *,
@@ -124,6 +130,11 @@ class Lab:
 
     async def stats(self, lanes: str | Iterable[str] = "all") -> dict[str, LaneStats]:
         return {lane: await self.backend(lane).stats() for lane in _lanes(lanes)}
+
+    async def worker_restarts(self, lanes: str | Iterable[str] = "all") -> dict[str, int]:
+        """Per lane: worker processes a pool started again after they died."""
+        return {lane: int(await self.redis.get(keys.worker_restarts(lane)) or 0)
+                for lane in _lanes(lanes)}
 
     async def close(self) -> None:
         for backend in self._backends.values():
