@@ -18,12 +18,14 @@ from fastapi import FastAPI, Header, HTTPException, Query, Response
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST
 from redis.exceptions import RedisError
 from sse_starlette.sse import EventSourceResponse
 
 from labkit.api import errors as api_errors
 from labkit.api.batching import LaneBatcher
 from labkit.api.errors import error
+from labkit.api.gauges import gauges_text
 from labkit.api.health import BrokerProbe
 from labkit.api.idempotency import KEY_PATTERN, IdempotencyStore
 from labkit.api.models import (
@@ -45,7 +47,6 @@ from labkit.settings import LANES, Settings
 
 PUBLISH_TIMEOUT_S = 10.0
 MAX_CONCURRENT_POSTS = 48
-METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DASHBOARD_DIR = Path(__file__).parent / "static"  # package data (pyproject: api/static/*)
 BookingIdPath = Annotated[str, PathParam(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 BackendPath = Annotated[str, PathParam(description=f"one of {', '.join(LANES)}")]
@@ -128,8 +129,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 return error(422, "Idempotency-Key was already used with a different body",
                              [{"field": "Idempotency-Key", "message": "reused with a different body"}])
             if claim.outcome == "pending":
-                return JSONResponse({"error": "a request with this Idempotency-Key is in progress; retry",
-                                     "detail": []}, status_code=409, headers={"Retry-After": "1"})
+                busy = error(409, "a request with this Idempotency-Key is in progress; retry")
+                busy.headers["Retry-After"] = "1"
+                return busy
             if claim.outcome == "done":
                 response.headers["Idempotent-Replayed"] = "true"
                 return Accepted(bookingId=claim.booking_id, jobs=claim.jobs)
@@ -191,7 +193,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             snapshot = await services.lab.metrics.snapshot(LANES)
         except RedisError as exc:
             return error(503, f"redis is down: {exc}")
-        return Response(prometheus_text(snapshot), media_type=METRICS_CONTENT_TYPE)
+        stats = await asyncio.gather(*(lane_stats(services.lab, services.probe, lane) for lane in LANES))
+        return Response(prometheus_text(snapshot) + gauges_text(stats), media_type=CONTENT_TYPE_LATEST)
 
     _dashboard_routes(app, services)
     return app

@@ -1,12 +1,14 @@
-"""Every client mistake becomes a 4xx JSON body naming the problem — never a 5xx.
+"""Every client mistake becomes a 4xx problem naming what is wrong — never a 5xx.
 
 Two layers: an ASGI guard that refuses oversized bodies (413) and non-JSON bodies (415)
 before anything parses them, and exception handlers that turn validation errors and HTTP
-errors into one shape: `{"error": "...", "detail": [{"field", "message"}]}`.
+errors into one shape, RFC 9457 problem details (`application/problem+json`):
+`{"type", "title", "status", "detail": "...", "errors": [{"field", "message"}]}`.
 """
 
 from __future__ import annotations
 
+from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -14,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from labkit.api.models import PROBLEM_JSON
 
 MAX_BODY_BYTES = 16 * 1024  # a booking is ~150 bytes; anything near this is not a booking
 
@@ -42,8 +46,11 @@ def problems(exc: RequestValidationError) -> list[dict[str, str]]:
     return out
 
 
-def error(status: int, message: str, detail: list[dict[str, str]] | None = None, **extra: Any) -> JSONResponse:
-    return JSONResponse({"error": message, "detail": detail or [], **extra}, status_code=status)
+def error(status: int, message: str, errors: list[dict[str, str]] | None = None, **extra: Any) -> JSONResponse:
+    """A problem-details response: `detail` says what happened, `errors` names the fields."""
+    body = {"type": "about:blank", "title": HTTPStatus(status).phrase, "status": status,
+            "detail": message, "errors": errors or [], **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON)
 
 
 def install(app: FastAPI) -> None:
@@ -128,8 +135,8 @@ def _replay(body: bytes, original: Receive) -> Receive:
 
 
 async def _reply(scope: Scope, send: Send, status: int, message: str,
-                 detail: list[dict[str, str]] | None = None) -> None:
+                 errors: list[dict[str, str]] | None = None) -> None:
     async def no_body() -> Message:
         return {"type": "http.disconnect"}
 
-    await error(status, message, detail)(scope, no_body, send)
+    await error(status, message, errors)(scope, no_body, send)

@@ -80,14 +80,20 @@ class Accepted(BaseModel):
     jobs: dict[str, str] = Field(description="Each lane's own job id (BullMQ id, stream entry, topic:partition:offset)")
 
 
-class Problem(BaseModel):
+class FieldError(BaseModel):
     field: str
     message: str
 
 
 class ErrorBody(BaseModel):
-    error: str
-    detail: list[Problem] = []
+    """RFC 9457 problem details (`application/problem+json`); `errors` is our extension member
+    naming each bad field."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    errors: list[FieldError] = []
 
 
 class PartialPublish(ErrorBody):
@@ -160,6 +166,9 @@ class Health(BaseModel):
     brokers: dict[str, BrokerHealth]
 
 
+PROBLEM_JSON = "application/problem+json"
+
+
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI entries for the error statuses a route can answer with."""
-    return {code: {"model": ErrorBody} for code in codes}
+    return {code: {"model": ErrorBody, "content": {PROBLEM_JSON: {}}} for code in codes}

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from kafka import KafkaConsumer, TopicPartition
+from prometheus_client import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from labkit import names
@@ -138,11 +139,11 @@ async def test_bad_input_is_refused_and_enqueues_nothing(client, lab, kafka_ends
     before = await enqueued(lab, kafka_ends)
     response = await client.post("/api/bookings", **kwargs)
     assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
+    assert response.headers["content-type"] == "application/problem+json"  # RFC 9457
     problem = response.json()
-    assert problem["error"]
+    assert problem["detail"]
     if field:
-        assert field.lower() in [p["field"].lower() for p in problem["detail"]], problem
+        assert field.lower() in [p["field"].lower() for p in problem["errors"]], problem
     assert await enqueued(lab, kafka_ends) == before
 
 
@@ -165,7 +166,7 @@ async def test_same_key_different_body_is_422(client, lab, kafka_ends):
     before = await enqueued(lab, kafka_ends)
     response = await client.post("/api/bookings", json=body(guests=3), headers=headers)
     assert response.status_code == 422
-    assert response.json()["detail"][0]["field"] == "Idempotency-Key"
+    assert response.json()["errors"][0]["field"] == "Idempotency-Key"
     assert await enqueued(lab, kafka_ends) == before
 
 
@@ -195,7 +196,7 @@ async def test_kafka_down_is_503_naming_it_and_a_retry_completes_the_fan_out(cli
         problem = response.json()
         assert set(problem["jobs"]) == {"bullmq", "streams"}
         assert set(problem["failed"]) == {"kafka"} and "kafka is down" in problem["failed"]["kafka"]
-        assert "kafka" in problem["error"]
+        assert "kafka" in problem["detail"]
         health = await down.get("/health")
         assert health.status_code == 503
         assert health.json()["brokers"]["kafka"]["up"] is False
@@ -235,8 +236,12 @@ async def test_metrics_are_prometheus_text_with_per_lane_counters(client):
     assert (await client.post("/api/bookings", json=body())).status_code == 202
     response = await client.get("/metrics")
     assert response.status_code == 200
-    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+    assert response.headers["content-type"] == CONTENT_TYPE_LATEST
     families = {f.name: f for f in text_string_to_metric_families(response.text)}
+    for gauge in ("up", "waiting", "in_flight", "lag", "dlq_size", "workers"):
+        lanes = {s.labels["lane"] for s in families[f"labkit_lane_{gauge}"].samples}
+        assert lanes == set(LANES), (gauge, lanes)
+    assert all(s.value == 1 for s in families["labkit_lane_up"].samples)
     published = {s.labels["lane"]: s.value for s in families["labkit_bookings_published"].samples
                  if s.name.endswith("_total")}
     assert published == {lane: 1.0 for lane in LANES}
@@ -270,7 +275,7 @@ async def test_queues_report_every_technology(client):
 async def test_dlq_routes(client):
     unknown = await client.get("/api/dlq/rabbitmq")
     assert unknown.status_code == 404
-    assert all(lane in unknown.json()["error"] for lane in LANES)
+    assert all(lane in unknown.json()["detail"] for lane in LANES)
     assert (await client.post("/api/dlq/rabbitmq/redrive")).status_code == 404
     for lane in LANES:
         listed = await client.get(f"/api/dlq/{lane}", params={"limit": 5})
@@ -281,7 +286,7 @@ async def test_dlq_routes(client):
 
 async def test_unknown_booking_is_404(client):
     response = await client.get("/api/bookings/bk-nobody")
-    assert response.status_code == 404 and "bk-nobody" in response.json()["error"]
+    assert response.status_code == 404 and "bk-nobody" in response.json()["detail"]
 
 
 async def test_openapi_carries_the_real_constraints(client):

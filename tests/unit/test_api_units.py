@@ -76,21 +76,21 @@ async def test_guard_refuses_declared_and_streamed_oversize():
             yield b" " * 1024
 
     response = await post(content=chunks(), headers={"content-type": "application/json"})
-    assert response.status_code == 413 and "larger than" in response.json()["error"]
+    assert response.status_code == 413 and "larger than" in response.json()["detail"]
 
 
 async def test_guard_refuses_non_json_and_non_utf8():
     response = await post(content=b"a=1", headers={"content-type": "application/x-www-form-urlencoded"})
     assert response.status_code == 415
     response = await post(content=b'{"a": "\xff"}', headers={"content-type": "application/json"})
-    assert response.status_code == 422 and response.json()["detail"][0]["field"] == "body"
+    assert response.status_code == 422 and response.json()["errors"][0]["field"] == "body"
 
 
 async def test_validation_errors_name_the_field():
     response = await post(content=b"[1, 2", headers={"content-type": "application/json"})
     assert response.status_code == 422
-    assert response.json()["detail"][0]["field"] == "body"
-    assert "malformed JSON" in response.json()["error"]
+    assert response.json()["errors"][0]["field"] == "body"
+    assert "malformed JSON" in response.json()["detail"]
 
 
 class RecordingBackend:
