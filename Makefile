@@ -51,11 +51,11 @@ bench: up
 clean:
 	rm -rf build .lab-test
 
-# Binder's pinned environment (binder/requirements.txt), resolved for the venv's Python 3.11
-# from pyproject.toml plus binder/requirements.in. Generated: never edit it by hand.
+# Binder's pinned environment (binder/requirements.txt) from pyproject.toml plus
+# binder/requirements.in, resolved for every Python 3.11.x (Binder's runtime.txt), not only the
+# venv's patch release. Generated: never edit it by hand.
 .PHONY: lock
 lock: venv
-	@$(BIN)/python -m pip install -q pip-tools
-	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --strip-extras \
-	  --no-emit-index-url --no-emit-find-links --output-file=binder/requirements.txt \
-	  pyproject.toml binder/requirements.in
+	@$(BIN)/python -m pip install -q uv
+	$(BIN)/uv pip compile --quiet --python-version 3.11 --custom-compile-command "make lock" \
+	  --output-file binder/requirements.txt pyproject.toml binder/requirements.in
