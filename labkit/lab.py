@@ -28,13 +28,13 @@ class Lab:
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings or Settings.from_env()
         self.redis = redis_client(self.settings)
-        self.status = StatusStore(self.redis)
+        self.status = StatusStore(self.redis, retention_s=self.settings.retention_s)
         self.metrics = Metrics(self.redis)
         self.faults = FaultStore(self.redis)
         self.effects = {
             lane: Effects(
                 redis=self.redis, lane=lane, home=self.settings.home, metrics=self.metrics,
-                idempotency=self.settings.idempotency,
+                idempotency=self.settings.idempotency, retention_s=self.settings.retention_s,
             )
             for lane in LANES
         }

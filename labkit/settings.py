@@ -38,6 +38,7 @@ class Settings:
     kafka_partitions: int = 6
     bullmq_rate_limit_per_s: int = 0  # BullMQ's worker limiter, jobs per second; 0 = none
     idempotency: bool = True
+    retention_s: float = 86_400.0  # a finished booking's status, history and ledger are kept this long
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -58,6 +59,7 @@ class Settings:
             stale_after_s=_number(env, "LABKIT_STALE_AFTER_S", 3.0, minimum=0.5),
             bullmq_rate_limit_per_s=int(_number(env, "LABKIT_BULLMQ_RATE_LIMIT_PER_S", 0, minimum=0)),
             idempotency=env.get("LABKIT_IDEMPOTENCY", "on").lower() not in {"0", "off", "false"},
+            retention_s=_number(env, "LABKIT_RETENTION_S", 86_400.0, minimum=1.0),
         )
 
     def with_(self, **changes: Any) -> Settings:
@@ -91,6 +93,7 @@ class Settings:
             "LABKIT_STALE_AFTER_S": repr(self.stale_after_s),
             "LABKIT_BULLMQ_RATE_LIMIT_PER_S": str(self.bullmq_rate_limit_per_s),
             "LABKIT_IDEMPOTENCY": "on" if self.idempotency else "off",
+            "LABKIT_RETENTION_S": repr(self.retention_s),
         }
         for key, value in self.kafka_options.items():
             out[f"LABKIT_KAFKA_OPT_{key.upper()}"] = json.dumps(value) if not isinstance(value, str) else value

@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from labkit import names
 from labkit.api.app import create_app
-from labkit.api.server import free_port
+from labkit.processes import free_port
 from labkit.settings import LANES
 
 pytestmark = [pytest.mark.redis, pytest.mark.kafka]

@@ -7,11 +7,11 @@ from labkit.workload import Workload
 def test_settings_come_from_the_environment_only_when_asked():
     s = Settings.from_env({"LABKIT_REDIS_URL": "rediss://user:pw@redis.example:6380/2",
                            "LABKIT_KAFKA_BOOTSTRAP": "k1:9093,k2:9093", "LABKIT_TIME_SCALE": "0.1",
-                           "LABKIT_KAFKA_OPT_SECURITY_PROTOCOL": "SASL_SSL"})
+                           "LABKIT_KAFKA_OPT_SECURITY_PROTOCOL": "SASL_SSL", "LABKIT_RETENTION_S": "60"})
     assert s.redis_host_port == ("redis.example", 6380)
     assert s.kafka_config()["bootstrap_servers"] == ["k1:9093", "k2:9093"]
     assert s.kafka_config()["security_protocol"] == "SASL_SSL"
-    assert s.time_scale == 0.1
+    assert s.time_scale == 0.1 and s.retention_s == 60
     assert Settings.from_env(s.env()) == s  # what child worker processes will see
 
 
