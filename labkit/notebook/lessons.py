@@ -1,105 +1,94 @@
 """Small helpers the notebooks share, so cells stay a few lines long.
 
-- `setup()`: seeds and offline plotly, once per notebook.
-- `Workers`: worker pools for several lanes at once, stopped together (and in parallel).
-- `pool()` / `kill()`: one lane's WorkerPool from async code, its blocking calls (a graceful
-  stop waits for in-flight jobs, kill -9 waits for the process) run in a thread so other
-  coroutines — other lanes under `asyncio.gather`, a live board — keep running meanwhile.
+- `lesson_faults`: the lesson's own faults for one block; the learner's come back after it.
+- `wait_for_workers`: until worker processes have checked in.
+- Outcomes: how many bookings ended in a state, that all ended in allowed states, the progress
+  checkpoints a booking went through.
 - Order checks: when each booking started, per lane.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import random
-import time
-from collections.abc import AsyncIterator, Iterable, Sequence
-from typing import Any, Self
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any
 
-from labkit.settings import LANES
+import anyio
 
+from labkit.notebook.widgets import booking_statuses
+from labkit.status import BookingStatus, State
 
-def setup(seed: int = 7) -> None:
-    """Fix seeds so this notebook's output is stable, and embed plotly.js for HTML exports."""
-    from labkit.notebook.widgets import use_static_plotly
-
-    random.seed(seed)
-    use_static_plotly()
-
-
-class Workers:
-    """`async with Workers(lab, ["bullmq", "kafka"], workers=2) as pools:` — each lane's
-    WorkerPool; on exit all are stopped gracefully, side by side."""
-
-    def __init__(
-        self, lab, lanes: Iterable[str] = LANES, *, workers: int = 1, concurrency: int = 1
-    ) -> None:
-        self.pools = {lane: lab.pool(lane, concurrency=concurrency) for lane in lanes}
-        self.workers = workers
-
-    def __getitem__(self, lane: str):
-        return self.pools[lane]
-
-    async def __aenter__(self) -> Self:
-        for pool in self.pools.values():
-            pool.start(self.workers)
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.stop()
-
-    async def stop(self) -> None:
-        await asyncio.gather(*(asyncio.to_thread(p.stop) for p in self.pools.values()))
+States = Mapping[str, Mapping[str, State | None]]  # lane → booking id → state, as Lab.wait_for
 
 
 @contextlib.asynccontextmanager
-async def pool(lab, lane: str, *, workers: int = 0, concurrency: int = 1) -> AsyncIterator[Any]:
-    """`async with lessons.pool(lab, "kafka", workers=2) as pool:` — like `with lab.pool(...)`,
-    but starting and the graceful stop on exit happen off the event loop."""
-    workers_pool = lab.pool(lane, concurrency=concurrency)
+async def lesson_faults(lab, assignments: Sequence[str] = ()) -> AsyncIterator[None]:
+    """`async with lesson_faults(lab, ["payment.fail_rate=0.3"]):` — only these faults inside
+    (none by default); your own fault settings are set aside meanwhile and come back after."""
+    await lab.faults.begin_lesson(list(assignments))
     try:
-        if workers:
-            await asyncio.to_thread(workers_pool.start, workers)
-        yield workers_pool
+        yield
     finally:
-        await asyncio.to_thread(workers_pool.stop)
-
-
-async def kill(workers_pool, pid: int | None = None) -> int:
-    """kill -9 one worker of `workers_pool` (WorkerPool.kill) without blocking the event loop."""
-    return await asyncio.to_thread(workers_pool.kill, pid)
+        await lab.faults.end_lesson()
 
 
 async def wait_for_workers(
-    lab,
-    lane: str,
-    count: int,
-    *,
-    timeout_s: float = 30.0,
-    pids: Iterable[int] | None = None,
+    lab, lane: str, count: int, *, timeout_s: float = 30.0, pids: Iterable[int] | None = None
 ) -> int:
     """Until `count` workers of `lane` have checked in (a worker process needs a moment);
     returns how many did. With `pids`, only those processes count (e.g. `pool.pids`), not
     workers of an earlier run that checked in a few seconds ago."""
-    deadline = time.monotonic() + timeout_s
     mine = None if pids is None else set(pids)
-    while True:
-        workers = (await lab.backend(lane).live_workers()).values()
-        live = sum(1 for info in workers if mine is None or info.get("pid") in mine)
-        if live >= count or time.monotonic() > deadline:
-            return live
-        await asyncio.sleep(0.2)
+    live = 0
+    with anyio.move_on_after(timeout_s):
+        while (live := await _live_workers(lab, lane, mine)) < count:
+            await anyio.sleep(0.2)
+    return live
+
+
+async def _live_workers(lab, lane: str, pids: set[int] | None) -> int:
+    workers = (await lab.backend(lane).live_workers()).values()
+    return sum(1 for info in workers if pids is None or info.get("pid") in pids)
+
+
+# -- outcomes ----------------------------------------------------------------------------------
+def count_in(states: States, state: str) -> dict[str, int]:
+    """Per lane, how many bookings are in `state`."""
+    return {lane: sum(s == state for s in by_id.values()) for lane, by_id in states.items()}
+
+
+def assert_all_in(states: States, *allowed: str) -> None:
+    """Every booking on every lane ended in one of `allowed`; the error lists those that did
+    not (None: no status at all)."""
+    off = [(lane, b, s) for lane, by_id in states.items() for b, s in by_id.items()
+           if s is None or s not in allowed]
+    assert not off, f"{len(off)} bookings not in {allowed}: {off[:5]}"
+
+
+def checkpoints(status: BookingStatus) -> list[int]:
+    """The progress values a booking went through, each once in a row (notes repeat them)."""
+    seen = [int(h["progress"]) for h in status.history if h["progress"] != ""]
+    return [p for i, p in enumerate(seen) if i == 0 or p != seen[i - 1]]
+
+
+def retries_of(
+    statuses: Iterable[BookingStatus], reason: str, *, since: float
+) -> list[dict[str, Any]]:
+    """Each retry whose note contains `reason`: lane, booking, attempt, and when it happened
+    relative to `since` (negative: before it)."""
+    return [
+        {"lane": s.lane, "booking": s.booking_id, "attempt": h["attempt"],
+         "after_change_s": round(float(h["at"]) - since, 2)}
+        for s in statuses for h in s.history
+        if h["state"] == "retrying" and reason in h["detail"]
+    ]
 
 
 # -- order -------------------------------------------------------------------------------------
 async def first_starts(lab, lane: str, booking_ids: Sequence[str]) -> dict[str, float]:
     """When each booking's first attempt started on `lane` (epoch seconds)."""
-    store = lab.status
     out = {}
-    for status in await asyncio.gather(*(store.get(lane, b) for b in booking_ids)):
-        if status is None:
-            continue
+    for status in await booking_statuses(lab, booking_ids, [lane]):
         starts = [float(h["at"]) for h in status.history if h.get("detail") == "started"]
         if starts:
             out[status.booking_id] = starts[0]
@@ -121,3 +110,18 @@ def kafka_offset_order_kept(
         hotel: [t for _o, t in sorted(pairs)] == sorted(t for _o, t in pairs)
         for hotel, pairs in by_hotel.items()
     }
+
+
+# -- metrics -----------------------------------------------------------------------------------
+def booking_counters(prometheus_text: str) -> dict[str, dict[str, float]]:
+    """Per lane, the `labkit_bookings_<name>_total` counters of a /metrics page: {name: value}."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(prometheus_text):
+        if family.type == "counter" and family.name.startswith("labkit_bookings_"):
+            name = family.name.removeprefix("labkit_bookings_")
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    out.setdefault(sample.labels["lane"], {})[name] = sample.value
+    return out

@@ -9,17 +9,21 @@ into static output (plotly HTML, plain HTML) so an exported notebook shows the r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import html
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import anyio
 import ipywidgets as w
 import plotly.graph_objects as go
 import plotly.io as pio
 from IPython.display import HTML, display, update_display
 
 from labkit.notebook import charts
+from labkit.notebook.background import task_group
 from labkit.settings import LANES
 from labkit.status import TERMINAL, State
 
@@ -121,6 +125,17 @@ class ProgressBars:
         return HTML(f"<table><tr>{''.join(cells)}</tr></table>")
 
 
+@dataclass
+class BoardRun:
+    """What a board running in the background (`Board.running`) ended with."""
+
+    states: dict[str, dict[str, State | None]] = field(default_factory=dict)
+
+
+def _all_terminal(states: dict[str, dict[str, State | None]]) -> bool:
+    return all(s in TERMINAL for by_id in states.values() for s in by_id.values())
+
+
 class Board:
     """Shows views and refreshes them while workers run; `run_until` ends in static output.
 
@@ -152,30 +167,40 @@ class Board:
         if not self._handles:
             self.show()
         ids = list(booking_ids or [])
-        follower = asyncio.create_task(self._follow())
-        deadline = time.monotonic() + (seconds if seconds is not None else timeout_s)
         states: dict[str, dict[str, State | None]] = {}
-        try:
-            while True:
-                await self.refresh(ids)
-                states = await self.lab.states(ids, self.lanes) if ids else {}
-                done = bool(ids) and all(s in TERMINAL for by_id in states.values() for s in by_id.values())
-                if done or time.monotonic() > deadline:
-                    break
-                await asyncio.sleep(interval_s)
-        finally:
-            follower.cancel()
-            await asyncio.gather(follower, return_exceptions=True)
+        done = False
+        async with task_group() as tasks:
+            tasks.start_soon(self._follow)
+            with anyio.move_on_after(seconds if seconds is not None else timeout_s):
+                while True:
+                    await self.refresh(ids)
+                    states = await self.lab.states(ids, self.lanes) if ids else {}
+                    if done := bool(ids) and _all_terminal(states):
+                        break
+                    await anyio.sleep(interval_s)
+            tasks.cancel_scope.cancel()
         await self.refresh(ids, histories=True)
         if freeze:
             self.freeze()
-        if ids and not done and seconds is None:
+        if ids and seconds is None and not done:
             raise TimeoutError(await self.lab.unfinished(states, timeout_s))
         return states
 
-    def start(self, booking_ids: Iterable[str] | None = None, **options: Any) -> asyncio.Task:
-        """Run in the background so sliders stay responsive in JupyterLab."""
-        return asyncio.get_running_loop().create_task(self.run_until(booking_ids, **options))
+    @contextlib.asynccontextmanager
+    async def running(
+        self, booking_ids: Iterable[str] | None = None, **options: Any
+    ) -> AsyncIterator[BoardRun]:
+        """`async with board.running(ids) as run:` — the board refreshes in the background
+        while the block publishes, scales, moves sliders; leaving the block waits until the
+        board is done (`run_until`'s options), then `run.states` holds what it returned."""
+        run = BoardRun()
+
+        async def board_run() -> None:
+            run.states = await self.run_until(booking_ids, **options)
+
+        async with task_group() as tasks:
+            tasks.start_soon(board_run)
+            yield run
 
     async def refresh(self, booking_ids: Sequence[str] = (), *, histories: bool = False) -> None:
         t = time.time() - self.started
@@ -263,5 +288,5 @@ def _short(value: Any, limit: int = 90) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-__all__ = ["Board", "LaneBoard", "ProgressBars", "booking_statuses", "failure_slider",
+__all__ = ["Board", "BoardRun", "LaneBoard", "ProgressBars", "booking_statuses", "failure_slider",
            "show_figure", "static_bundle", "table", "workers_slider"]

@@ -1,0 +1,50 @@
+"""The first and last lines of every lesson: `start` opens the lab, `finish` reports and closes.
+
+    lab, settings, workload = await start(seed=SEED, time_scale=TIME_SCALE)
+    ...
+    await finish(lab, RESULTS)
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any, NamedTuple
+
+from labkit.lab import Lab
+from labkit.notebook.widgets import use_static_plotly
+from labkit.settings import Settings
+from labkit.workload import Workload
+
+# Lessons run fast, retry soon and notice a dead worker quickly; a lesson may change any of it.
+LESSON_SETTINGS: dict[str, Any] = {"backoff_base_s": 0.2, "stale_after_s": 2.0}
+
+
+class Lesson(NamedTuple):
+    lab: Lab
+    settings: Settings
+    workload: Workload
+
+
+async def start(*, seed: int, time_scale: float, **settings: Any) -> Lesson:
+    """Fixed seeds, so this notebook's output is stable across runs; plotly.js embedded for
+    HTML exports; a Lab on the brokers LABKIT_* name, with lesson-sized settings (`settings`
+    overrides them, e.g. `max_attempts=3`). Checks Redis answers before the lesson begins."""
+    random.seed(seed)
+    use_static_plotly()
+    lesson_settings = Settings.from_env().with_(
+        time_scale=time_scale, **{**LESSON_SETTINGS, **settings}
+    )
+    lab = Lab(lesson_settings)
+    await lab.redis.ping()
+    print(
+        f"Redis {lesson_settings.redis_url} · Kafka {lesson_settings.kafka_bootstrap}"
+        f" · time × {lesson_settings.time_scale}"
+    )
+    return Lesson(lab, lesson_settings, Workload(seed=seed))
+
+
+async def finish(lab: Lab, results: dict[str, Any]) -> None:
+    """Print the `RESULTS {json}` line tests/notebooks reads, then close the lab."""
+    print("RESULTS " + json.dumps(results))
+    await lab.close()

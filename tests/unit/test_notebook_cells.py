@@ -1,0 +1,47 @@
+"""Notebooks stay thin and clean: short code cells, one `parameters` cell, no stored outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
+MAX_CODE_LINES = 15  # comments and blank lines not counted: narrative belongs in markdown
+
+
+def code_cells(path: Path) -> list[dict]:
+    return [c for c in json.loads(path.read_text(encoding="utf-8"))["cells"] if c["cell_type"] == "code"]
+
+
+def code_lines(cell: dict) -> int:
+    lines = "".join(cell["source"]).splitlines()
+    return sum(1 for line in lines if line.strip() and not line.strip().startswith("#"))
+
+
+def test_there_are_notebooks_to_check():
+    assert len(NOTEBOOKS) >= 9
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_code_cells_are_short(path):
+    long = {c.get("id"): code_lines(c) for c in code_cells(path) if code_lines(c) > MAX_CODE_LINES}
+    assert not long, f"cells over {MAX_CODE_LINES} lines of code: {long}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_exactly_one_parameters_cell(path):
+    tagged = [c for c in code_cells(path) if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(tagged) == 1, [c.get("id") for c in tagged]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_stored_without_outputs(path):
+    dirty = [c.get("id") for c in code_cells(path) if c.get("outputs") or c.get("execution_count") is not None]
+    assert not dirty, f"strip them: nbstripout {path.name} (cells {dirty})"
+
+
+def test_code_lines_leave_out_comments_and_blank_lines():
+    cell = {"source": ["# a note\n", "\n", "x = 1  # counted\n", "    # indented note\n", "y = 2"]}
+    assert code_lines(cell) == 2
