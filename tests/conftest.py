@@ -2,7 +2,8 @@
 
 Tests never use a learner's lab: `make test` brings up its own Redis and Kafka on the test
 ports below with LABKIT_HOME=.lab-test. On a laptop without them, broker tests skip; in CI
-(CI=true) they fail loudly instead.
+(CI=true) they fail loudly instead. Only tests marked `kafka` (the Kafka lane's params among
+them) need Kafka, so `pytest -m "not kafka"` runs with Redis alone.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import socket
 from pathlib import Path
 
 import pytest
+
+from labkit.settings import LANES
 
 TEST_ENV = {
     "LABKIT_REDIS_URL": "redis://127.0.0.1:6391/0",
@@ -38,6 +41,12 @@ def require(service: str, host: str, port: int) -> None:
     if os.environ.get("CI"):
         pytest.fail(message)
     pytest.skip(message)
+
+
+@pytest.fixture(params=[pytest.param(lane, marks=getattr(pytest.mark, lane)) for lane in LANES])
+def lane(request) -> str:
+    """Each lane in turn, carrying its marker: `-m "bullmq and not kafka"` picks one lane."""
+    return request.param
 
 
 @pytest.fixture(scope="session")

@@ -1,13 +1,15 @@
 """The interface every technology fills in: public template methods over private hooks.
 
-The shared part — parse the envelope, run the pipeline, decide retry vs dead letter, keep
-status and metrics — lives here once. A backend only moves messages: `_publish`, `_run`,
+The shared part — parse the envelope, run the pipeline, decide retry vs dead letter, settle
+the verdict with its status, metrics and log line — lives here once. A backend only moves
+messages: `_publish`, `_run`, `_idle`, the settle hooks `_ack`/`_retry`/`_dead_letter`,
 `_dlq_list`, `_redrive`, `_transport_stats`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import os
@@ -18,6 +20,7 @@ import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from redis.asyncio import Redis
@@ -34,18 +37,30 @@ from labkit.text import as_text as _s
 
 log = logging.getLogger(__name__)
 WORKER_SEEN_S = 5.0  # a worker that has not checked in for this long no longer counts
+IDLE_CHECK_S = 0.5  # how often a burst worker asks whether anything is left to do
+BASE64_PREFIX = "base64:"  # marks a letter's payload that was not UTF-8 text
+
+
+class Action(StrEnum):
+    ACK = "ack"
+    RETRY = "retry"
+    DEAD_LETTER = "dead-letter"
 
 
 @dataclass(frozen=True)
 class Verdict:
     """What the transport must do with a message after one attempt."""
 
-    action: str  # "ack" | "retry" | "dead"
+    action: Action
+    booking_id: str | None = None
+    final: State = State.COMPLETED  # ACK only: completed or rejected
     delay_s: float = 0.0
     reason: str = ""
+    booking: Booking | None = None  # a dead letter of a valid booking is compensated
 
-
-ACK = Verdict("ack")
+    @classmethod
+    def dead(cls, booking_id: str | None, reason: str, booking: Booking | None = None) -> Verdict:
+        return cls(Action.DEAD_LETTER, booking_id, reason=reason, booking=booking)
 
 
 @dataclass
@@ -54,7 +69,7 @@ class DeadLetter:
     booking_id: str | None
     reason: str
     attempts: int
-    payload: str
+    payload: str  # the message as it arrived; `base64:`… when it was not UTF-8
     failed_at: float | None = None
     key: str = ""  # the partition key it carried (Kafka), so a redrive keeps per-hotel order
 
@@ -119,13 +134,20 @@ class Backend(ABC):
         return (await self._publish([(f"raw-{uuid.uuid4().hex[:8]}", key, payload)]))[0]
 
     # -- processing ------------------------------------------------------------------------
-    async def process(self, payload: str | bytes | dict, *, attempt: int, job_id: str = "") -> Verdict:
-        """One attempt at one message, whichever technology delivered it."""
+    async def consume(self, message: Any, payload: Any, *, attempt: int, job_id: str = "") -> Verdict:
+        """Process one delivered message and settle it: what every `_run` calls."""
+        started = time.monotonic()
+        verdict = await self.process(payload, attempt=attempt, job_id=job_id)
+        await self._settle(message, verdict, attempt, started=started)
+        return verdict
+
+    async def process(self, payload: Any, *, attempt: int, job_id: str = "") -> Verdict:
+        """One attempt at one message, whichever technology delivered it: whatever arrived,
+        the answer is a verdict, never an exception."""
         try:
-            envelope = parse_envelope(payload)
+            envelope = parse_envelope(_json_text(payload))
         except InvalidJob as exc:
-            await self._mark_dead(_booking_id_of(payload), f"invalid job: {exc}", attempt)
-            return Verdict("dead", reason=f"invalid job: {exc}")
+            return Verdict.dead(booking_id_of(payload), f"invalid job: {exc}")
         booking = envelope.data
         booking_id = booking.bookingId
 
@@ -141,25 +163,57 @@ class Backend(ABC):
         try:
             outcome = await self.pipeline.run(booking, attempt=attempt, report=report)
         except PermanentError as exc:
-            await self._mark_dead(booking_id, f"permanent: {exc}", attempt)
-            return Verdict("dead", reason=f"permanent: {exc}")
+            return Verdict.dead(booking_id, f"permanent: {exc}", booking)
         except Exception as exc:  # noqa: BLE001 - any other failure is worth a retry
             reason = f"{type(exc).__name__}: {exc}"
             if attempt >= self.settings.max_attempts:
-                reason = f"{reason} (gave up after {attempt} attempts)"
-                await self._mark_dead(booking_id, reason, attempt)
-                return Verdict("dead", reason=reason)
+                return Verdict.dead(booking_id, f"{reason} (gave up after {attempt} attempts)", booking)
             delay_s = self.retry_delay_s(attempt, salt=booking_id)
-            await self.status.transition(
-                self.lane, booking_id, State.RETRYING, attempt=attempt,
-                detail=f"{reason}; retry in {delay_s:.2f}s",
-            )
-            await self.metrics.incr(self.lane, "retried")
-            return Verdict("retry", delay_s=delay_s, reason=reason)
+            return Verdict(Action.RETRY, booking_id, delay_s=delay_s, reason=reason)
         final = State.COMPLETED if outcome is Outcome.CONFIRMED else State.REJECTED
-        change = await self.status.transition(self.lane, booking_id, final, attempt=attempt)
-        await self._count_terminal(change, final.value)
-        return ACK
+        return Verdict(Action.ACK, booking_id, final=final)
+
+    async def _settle(self, message: Any, verdict: Verdict, attempt: int, *, started: float) -> None:
+        """The one place a verdict becomes transport action, status, metrics and a log line.
+
+        What a crash in between can recover is written first: a success's status before
+        its ack (a redelivery re-runs idempotently and cannot reopen a finished booking), a
+        dead letter before its compensation and status (the letter is what a redrive
+        reopens it from).
+        """
+        booking_id = verdict.booking_id
+        match verdict.action:
+            case Action.ACK:
+                await self._finish(booking_id, verdict.final, attempt)
+                await self._ack(message)
+                outcome = f"→ {self.lane} {booking_id} {verdict.final.value}"
+            case Action.RETRY:
+                detail = f"{verdict.reason}; retry in {verdict.delay_s:.2f}s"
+                await self.status.transition(
+                    self.lane, booking_id, State.RETRYING, attempt=attempt, detail=detail
+                )
+                await self.metrics.incr(self.lane, "retried")
+                await self._retry(message, verdict.delay_s, attempt)
+                outcome = f"✗ {self.lane} {booking_id} retry in {verdict.delay_s:.2f}s: {verdict.reason}"
+            case Action.DEAD_LETTER:
+                await self._dead_letter(message, verdict.reason, attempt)
+                if verdict.booking is not None:  # refund, free its nights, withdraw documents
+                    await self.pipeline.compensate(verdict.booking, verdict.reason)
+                await self._finish(booking_id, State.DEAD_LETTERED, attempt, detail=verdict.reason)
+                outcome = f"☠ {self.lane} {booking_id} dead-lettered: {verdict.reason}"
+        log.info("%6.2fs %s (attempt %d)", time.monotonic() - started, outcome, attempt)
+
+    async def _finish(self, booking_id: str | None, final: State, attempt: int, *, detail: str = "") -> None:
+        counter = final.value.replace("-", "_")
+        if not booking_id:  # an unreadable message has no status to move, only a count
+            await self.metrics.incr(self.lane, counter)
+            return
+        change = await self.status.transition(self.lane, booking_id, final, attempt=attempt, detail=detail)
+        if not change.first_terminal:
+            return
+        await self.metrics.incr(self.lane, counter)
+        if change.published_at:
+            await self.metrics.observe_latency(self.lane, max(0.0, time.time() - change.published_at))
 
     def retry_delay_s(self, attempt: int, *, salt: str) -> float:
         # Seeded by booking and attempt: the same lesson shows the same backoff timeline.
@@ -168,22 +222,6 @@ class Backend(ABC):
             attempt, base_s=self.settings.backoff_base_s, max_s=self.settings.backoff_max_s, rng=rng
         )
 
-    async def _mark_dead(self, booking_id: str | None, reason: str, attempt: int) -> None:
-        if booking_id:
-            change = await self.status.transition(
-                self.lane, booking_id, State.DEAD_LETTERED, attempt=attempt, detail=reason
-            )
-            await self._count_terminal(change, "dead_lettered")
-        else:
-            await self.metrics.incr(self.lane, "dead_lettered")
-
-    async def _count_terminal(self, change, counter: str) -> None:
-        if not change.first_terminal:
-            return
-        await self.metrics.incr(self.lane, counter)
-        if change.published_at:
-            await self.metrics.observe_latency(self.lane, max(0.0, time.time() - change.published_at))
-
     async def _on_progress(self, progress: int) -> None:
         """Hook: a technology with native progress (BullMQ) mirrors it there."""
 
@@ -191,15 +229,23 @@ class Backend(ABC):
     async def run_worker(
         self, *, concurrency: int = 1, stop: asyncio.Event | None = None, burst: bool = False
     ) -> None:
-        """Process until `stop` is set (or, in burst mode, until nothing is left to do)."""
+        """Process until `stop` is set; in burst mode it is set once nothing is left to do."""
         stop = stop or asyncio.Event()
         await self.setup()
-        beat = asyncio.create_task(self._check_in(concurrency))
+        helpers = [asyncio.create_task(self._check_in(concurrency))]
+        if burst:
+            helpers.append(asyncio.create_task(self._stop_when_idle(stop)))
         try:
-            await self._run(concurrency=concurrency, stop=stop, burst=burst)
+            await self._run(concurrency=concurrency, stop=stop)
         finally:
-            beat.cancel()
+            for task in helpers:
+                task.cancel()
             await self.redis.hdel(keys.workers(self.lane), self.worker_id)
+
+    async def _stop_when_idle(self, stop: asyncio.Event) -> None:
+        while not await self._idle():
+            await asyncio.sleep(IDLE_CHECK_S)
+        stop.set()  # `_run` stops as it would on SIGTERM: in-flight work finishes first
 
     async def _check_in(self, concurrency: int) -> None:
         info = {"pid": os.getpid(), "concurrency": concurrency, "started": time.time()}
@@ -231,9 +277,10 @@ class Backend(ABC):
         for letter in letters:
             if letter.booking_id:
                 await self.status.transition(
-                    self.lane, letter.booking_id, State.QUEUED, progress=0, attempt=0,
-                    detail="redriven from the dead-letter queue",
+                    self.lane, letter.booking_id, State.QUEUED, redrive=True, progress=0,
+                    attempt=0, detail="redriven from the dead-letter queue",
                 )
+                await self.pipeline.prepare_redrive(letter.booking_id)  # it may pay anew
         moved = await self._redrive(letters)
         await self.metrics.incr(self.lane, "redriven", moved)
         return moved
@@ -265,7 +312,24 @@ class Backend(ABC):
         """Publish (job id, partition key, envelope JSON) triples; return the technology's ids."""
 
     @abstractmethod
-    async def _run(self, *, concurrency: int, stop: asyncio.Event, burst: bool) -> None: ...
+    async def _run(self, *, concurrency: int, stop: asyncio.Event) -> None:
+        """Deliver messages to `consume` until `stop` is set, then finish what is in flight."""
+
+    @abstractmethod
+    async def _idle(self) -> bool:
+        """Burst mode: nothing is waiting, running or due for a retry on this worker."""
+
+    @abstractmethod
+    async def _ack(self, message: Any) -> None:
+        """The message succeeded: remove it from the work queue."""
+
+    @abstractmethod
+    async def _retry(self, message: Any, delay_s: float, attempt: int) -> None:
+        """Deliver the message again, as attempt + 1, no sooner than `delay_s` from now."""
+
+    @abstractmethod
+    async def _dead_letter(self, message: Any, reason: str, attempt: int) -> None:
+        """Move the message to the dead-letter queue with its raw payload and `reason`."""
 
     @abstractmethod
     async def _dlq_list(self, limit: int) -> list[DeadLetter]: ...
@@ -278,7 +342,7 @@ class Backend(ABC):
         """Fill in what only the technology knows: its own depth, lag and DLQ size."""
 
 
-def _booking_id_of(payload: Any) -> str | None:
+def booking_id_of(payload: Any) -> str | None:
     """Best effort: name the booking of an invalid job, so its status shows why it died."""
     try:
         data = payload if isinstance(payload, dict) else json.loads(payload)
@@ -286,3 +350,27 @@ def _booking_id_of(payload: Any) -> str | None:
         return booking_id if isinstance(booking_id, str) and 0 < len(booking_id) <= 64 else None
     except Exception:  # noqa: BLE001 - anything unreadable simply has no booking id
         return None
+
+
+def preserved(raw: bytes | str) -> str:
+    """A payload as a letter can carry it: the text itself, or `base64:…` when not UTF-8."""
+    if isinstance(raw, str):
+        return raw
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        return BASE64_PREFIX + base64.b64encode(raw).decode()
+
+
+def _json_text(payload: Any) -> str | dict:
+    """What `parse_envelope` reads, from whatever a transport delivered: an object stays, bytes
+    must be UTF-8, and any other JSON value (`42`, `null`, a list) is re-encoded so the
+    envelope check names it."""
+    if isinstance(payload, dict | str):
+        return payload
+    if isinstance(payload, bytes):
+        try:
+            return payload.decode()
+        except UnicodeDecodeError as exc:
+            raise InvalidJob(f"job is not UTF-8 text: {exc}") from None
+    return json.dumps(payload)

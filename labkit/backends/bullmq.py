@@ -11,17 +11,19 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
+import time
 from typing import Any
 
 from bullmq import Job, Queue, UnrecoverableError, Worker
 
 from labkit import names
-from labkit.backends.base import Backend, DeadLetter, LaneStats, _booking_id_of
+from labkit.backends.base import Action, Backend, DeadLetter, LaneStats, Verdict, booking_id_of
 from labkit.status import TERMINAL
 
 BACKOFF_TYPE = "jittered-exponential"
 LAB_FAILURE = "dead-lettered by the lab: "  # marks failures the lab itself routed to the DLQ
 SWEPT_KEY = "lab:bullmq:swept"  # failed jobs the sweeper has already dead-lettered
+SWEEP_EVERY_S = 5.0  # how often a worker looks for jobs BullMQ failed by itself
 _current_job: contextvars.ContextVar[Job] = contextvars.ContextVar("bullmq_job")
 
 
@@ -77,7 +79,7 @@ class BullMQBackend(Backend):
         return [job.id for job in added]
 
     # -- consuming -------------------------------------------------------------------------
-    async def _run(self, *, concurrency: int, stop: asyncio.Event, burst: bool) -> None:
+    async def _run(self, *, concurrency: int, stop: asyncio.Event) -> None:
         stale_ms = int(self.settings.stale_after_s * 1000)
         limiter = {}
         if self.settings.bullmq_rate_limit_per_s:
@@ -100,40 +102,41 @@ class BullMQBackend(Backend):
             },
         )
         try:
-            sweeps = 0
             while not stop.is_set():
                 try:
-                    await asyncio.wait_for(stop.wait(), timeout=0.5)
+                    await asyncio.wait_for(stop.wait(), timeout=SWEEP_EVERY_S)
                 except TimeoutError:
-                    pass
-                sweeps += 1
-                if sweeps % 10 == 0:
                     await self._sweep_failed()
-                if burst and await self._drained():
-                    await self._sweep_failed()
-                    break
         finally:
             await worker.close()  # waits for in-flight jobs: a graceful stop loses nothing
 
-    async def _drained(self) -> bool:
+    async def _idle(self) -> bool:
         counts = await self.queue().getJobCounts("wait", "active", "delayed", "prioritized", "paused")
-        return not any(counts.values())
+        if any(counts.values()):
+            return False
+        await self._sweep_failed()  # what BullMQ failed by itself gets its letter before we go
+        return True
 
     async def _process_job(self, job: Job, token: str) -> str:
         _current_job.set(job)
-        verdict = await self.process(job.data, attempt=job.attemptsMade + 1, job_id=job.id)
-        if verdict.action == "retry":
+        verdict = await self.consume(job, job.data, attempt=job.attemptsMade + 1, job_id=job.id)
+        # BullMQ settles a job by how its processor ends: return, RetryLater or Unrecoverable.
+        if verdict.action is Action.RETRY:
             raise RetryLater(verdict.reason, int(verdict.delay_s * 1000))
-        if verdict.action == "dead":
-            await self._dead_letter(job, verdict.reason, job.attemptsMade + 1)
-            # into BullMQ's failed set, no more tries
-            raise UnrecoverableError(f"{LAB_FAILURE}{verdict.reason}")
+        if verdict.action is Action.DEAD_LETTER:
+            raise UnrecoverableError(f"{LAB_FAILURE}{verdict.reason}")  # failed set, no more tries
         return "done"
 
-    async def _dead_letter(self, job: Job, reason: str, attempts: int) -> None:
+    async def _ack(self, job: Job) -> None:
+        """BullMQ completes the job when `_process_job` returns."""
+
+    async def _retry(self, job: Job, delay_s: float, attempt: int) -> None:
+        """BullMQ schedules the retry when `_process_job` raises RetryLater."""
+
+    async def _dead_letter(self, job: Job, reason: str, attempt: int) -> None:
         await self.queue(names.BULLMQ_DLQ).add(
             names.BULLMQ_JOB_NAME,
-            {"job": job.data, "reason": reason, "attempts": attempts, "source": job.id},
+            {"job": job.data, "reason": reason, "attempts": attempt, "source": job.id},
             # one letter per failed job, however often this runs
             {"jobId": f"dlq-{job.id}", "removeOnComplete": True},
         )
@@ -141,7 +144,7 @@ class BullMQBackend(Backend):
     async def _sweep_failed(self) -> None:
         """Jobs BullMQ failed by itself — stalled more often than maxStalledCount, or a
         processor error outside the pipeline — still get a dead letter and a final status."""
-        failed = [(job, _booking_id_of(job.data)) for job in await self.queue().getFailed(0, 199)]
+        failed = [(job, booking_id_of(job.data)) for job in await self.queue().getFailed(0, 199)]
         # the lab's own dead-letter path already handled its failures
         failed = [(job, b) for job, b in failed if b and not str(job.failedReason).startswith(LAB_FAILURE)]
         states = await self.status.many(self.lane, [b for _job, b in failed])
@@ -150,9 +153,8 @@ class BullMQBackend(Backend):
                 continue
             if not await self.redis.sadd(SWEPT_KEY, job.id):
                 continue  # swept before (and maybe redriven since): once is enough
-            reason = f"failed by BullMQ: {job.failedReason}"
-            await self._dead_letter(job, reason, job.attemptsMade)
-            await self._mark_dead(booking_id, reason, job.attemptsMade)
+            verdict = Verdict.dead(booking_id, f"failed by BullMQ: {job.failedReason}")
+            await self._settle(job, verdict, job.attemptsMade, started=time.monotonic())
 
     async def _on_progress(self, progress: int) -> None:
         job = _current_job.get(None)
@@ -197,7 +199,7 @@ def _letter(job: Job) -> DeadLetter:
     payload = original if isinstance(original, str) else json.dumps(original)
     return DeadLetter(
         id=str(job.id),
-        booking_id=_booking_id_of(original),
+        booking_id=booking_id_of(original),
         reason=str(data.get("reason", "")),
         attempts=int(data.get("attempts", 0)),
         payload=payload,

@@ -21,20 +21,54 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
-from labkit import kafka_admin, names
-from labkit.backends.base import Backend, DeadLetter, LaneStats, Verdict, _booking_id_of
+from labkit import kafka_admin, keys, names
+from labkit.backends.base import Backend, DeadLetter, LaneStats, Verdict, booking_id_of, preserved
 from labkit.pipeline import STEPS
 
 log = logging.getLogger(__name__)
 DLQ_REDRIVE_GROUP = "booking-dlq-redrive"
 WORK_TOPICS = (names.TOPIC, *names.RETRY_TOPICS)
+POLL_TIMEOUT_MS = 200
+MIN_POLL_INTERVAL_S = 60
+DLQ_READ_TIMEOUT_S = 30.0  # reading a partition's letters to its end; an error, not a hang
+STUCK_CHECK_AFTER_S = 10.0  # a healthy join takes well under a second
+SEED_PIPELINE_S = sum(step.seed_duration_s for step in STEPS)
+EMPTY_POLLS_WHEN_IDLE = 3  # burst mode: this many empty polls in a row, then look at offsets
+# The producer sends at most 1 MiB a request: a bigger poison value is cut in its letter.
+LETTER_VALUE_MAX_BYTES = 512 * 1024
+DELIVERIES_TTL_S = 24 * 3600  # a delivery count left by a record never committed expires
+OutgoingRecord = tuple[bytes | None, bytes, list[tuple[str, bytes]]]  # key, value, headers
+
+
+@dataclass
+class ConsumerSession:
+    """One membership in the group: the consumer, the one thread it may be used from, and
+    the retry partitions it paused until their head is due."""
+
+    thread: ThreadPoolExecutor
+    consumer: KafkaConsumer
+    paused: dict[TopicPartition, float] = field(default_factory=dict)
+    unstable_since: float | None = None  # when it left the stable group; None while stable
+    empty_polls: int = 0
+
+    async def call(self, fn, *args, **kwargs):
+        """kafka-python is not thread-safe: the consumer is only ever used on its thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.thread, partial(fn, *args, **kwargs))
+
+    def note_membership(self) -> None:
+        if self.consumer._coordinator.stable():  # kafka-python exposes no public membership state
+            self.unstable_since = None
+        elif self.unstable_since is None:
+            self.unstable_since = time.monotonic()
 
 
 class KafkaBackend(Backend):
@@ -48,6 +82,7 @@ class KafkaBackend(Backend):
         self._inspectors: dict[str, KafkaConsumer] = {}
         self._topics_ready = False
         self._checked_at = 0.0
+        self._session: ConsumerSession | None = None  # while `_run` is a member of the group
 
     # -- clients ---------------------------------------------------------------------------
     async def _in(self, executor: ThreadPoolExecutor, fn, *args, **kwargs):
@@ -91,63 +126,61 @@ class KafkaBackend(Backend):
     # -- publishing ------------------------------------------------------------------------
     async def _publish(self, messages: list[tuple[str, str, str]], **options: Any) -> list[str]:
         await self.setup()
-        return await self._in(self._producer_thread, self._send_all, names.TOPIC, messages)
+        records = [(key.encode(), payload.encode(), [("jobId", job_id.encode())])
+                   for job_id, key, payload in messages]
+        return await self._send(names.TOPIC, records)
 
-    def _send_all(self, topic: str, messages, headers: list | None = None) -> list[str]:
+    async def _send(self, topic: str, records: list[OutgoingRecord]) -> list[str]:
+        return await self._in(self._producer_thread, self._send_all, topic, records)
+
+    def _send_all(self, topic: str, records: list[OutgoingRecord]) -> list[str]:
         producer = self._producer_client()
-        futures = [
-            producer.send(
-                topic, key=key.encode(), value=payload.encode(),
-                headers=[("jobId", job_id.encode()), *(headers or [])],
-            )
-            for job_id, key, payload in messages
-        ]
+        futures = [producer.send(topic, key=key, value=value, headers=headers) for key, value, headers in records]
         producer.flush()
         return [f"{m.topic}:{m.partition}:{m.offset}" for m in (f.get(timeout=30) for f in futures)]
 
     # -- consuming -------------------------------------------------------------------------
-    async def _run(self, *, concurrency: int, stop: asyncio.Event, burst: bool) -> None:
+    async def _run(self, *, concurrency: int, stop: asyncio.Event) -> None:
         thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-consumer")
-        consumer = await self._in(thread, self._join, concurrency)
-        paused: dict[TopicPartition, float] = {}
-        idle_polls = 0
-        unstable_since: float | None = None
+        session = self._session = await self._join(thread, concurrency)
         try:
             while not stop.is_set():
-                await self._resume_due(thread, consumer, paused)
-                batch = await self._in(thread, consumer.poll, timeout_ms=200)
-                unstable_since = _unstable_since(consumer, unstable_since)
-                if await self._stuck(consumer, unstable_since):
+                await self._resume_due(session)
+                batch = await session.call(session.consumer.poll, timeout_ms=POLL_TIMEOUT_MS)
+                session.note_membership()
+                if await self._stuck(session):
                     # kafka-python 3.0 can hang in a join that a metadata change interrupted:
                     # the broker then drops us while we wait. Start over with a new member.
                     log.warning("consumer stuck outside a stable group; rejoining as a new member")
-                    await self._in(thread, consumer.close)
-                    consumer, paused, unstable_since = await self._in(thread, self._join, concurrency), {}, None
+                    await session.call(session.consumer.close)
+                    session = self._session = await self._join(thread, concurrency)
                     continue
-                if not batch:
-                    idle_polls += 1
-                    if burst and idle_polls >= 3 and not paused and await self._caught_up(thread, consumer):
-                        return
-                    continue
-                idle_polls = 0
-                sem = asyncio.Semaphore(concurrency)
-                done = await asyncio.gather(
-                    *(self._partition(sem, thread, consumer, tp, recs, paused) for tp, recs in batch.items())
-                )
-                offsets = {tp: OffsetAndMetadata(pos, "", -1) for tp, pos in done if pos is not None}
-                if offsets:
-                    await self._commit(thread, consumer, offsets)
+                session.empty_polls = 0 if batch else session.empty_polls + 1
+                if batch:
+                    sem = asyncio.Semaphore(concurrency)
+                    settled = await asyncio.gather(
+                        *(self._partition(sem, session, tp, records) for tp, records in batch.items())
+                    )
+                    await self._commit(session, dict(settled))
         finally:
-            await self._in(thread, consumer.close)  # leaves the group: partitions move at once
+            self._session = None
+            await session.call(session.consumer.close)  # leaves the group: partitions move at once
             thread.shutdown(wait=False)
 
-    async def _stuck(self, consumer: KafkaConsumer, since: float | None) -> bool:
+    async def _idle(self) -> bool:
+        session = self._session
+        if session is None or session.empty_polls < EMPTY_POLLS_WHEN_IDLE or session.paused:
+            return False
+        caught_up = await session.call(_caught_up, session.consumer)
+        return caught_up and session.empty_polls >= EMPTY_POLLS_WHEN_IDLE  # no batch since
+
+    async def _stuck(self, session: ConsumerSession) -> bool:
         """Outside a stable group while the broker's group is Stable (it went on without
         us), or longer than any join may wait (max_poll_interval): stuck, not waiting."""
-        if since is None:
+        if session.unstable_since is None:
             return False
-        waited_s = time.monotonic() - since
-        if waited_s > consumer.config["max_poll_interval_ms"] / 1000 + 15:
+        waited_s = time.monotonic() - session.unstable_since
+        if waited_s > session.consumer.config["max_poll_interval_ms"] / 1000 + 15:
             return True
         if waited_s < STUCK_CHECK_AFTER_S or time.monotonic() - self._checked_at < STUCK_CHECK_AFTER_S:
             return False
@@ -159,98 +192,111 @@ class KafkaBackend(Backend):
         batch_s = concurrency * SEED_PIPELINE_S * self.settings.time_scale
         return int(max(MIN_POLL_INTERVAL_S, 2 * batch_s + 30) * 1000)
 
-    def _join(self, concurrency: int) -> KafkaConsumer:
+    async def _join(self, thread: ThreadPoolExecutor, concurrency: int) -> ConsumerSession:
         session_ms = int(self.settings.stale_after_s * 1000)
-        consumer = KafkaConsumer(
-            **self.settings.kafka_config(
-                group_id=names.GROUP,
-                client_id=self.worker_id,
-                enable_auto_commit=False,  # commit after processing, not on a timer
-                auto_offset_reset="earliest",
-                # The 45 s / 3 s defaults make a lab wait most of a minute to notice a dead
-                # worker; the broker allows down to group.min.session.timeout.ms.
-                session_timeout_ms=session_ms,
-                heartbeat_interval_ms=max(300, session_ms // 4),
-                fetch_max_wait_ms=100,  # the default 500 ms shows up as latency
-                # A rebalance waits for every member to poll again, so a poll's batch must
-                # finish well inside max_poll_interval_ms even at time_scale 1 (12 s a
-                # booking, one partition's records in order): a few records at a time.
-                max_poll_records=concurrency,
-                max_poll_interval_ms=self._max_poll_interval_ms(concurrency),
-            )
+        config = self.settings.kafka_config(
+            group_id=names.GROUP,
+            client_id=self.worker_id,
+            enable_auto_commit=False,  # commit after processing, not on a timer
+            auto_offset_reset="earliest",
+            # The 45 s / 3 s defaults make a lab wait most of a minute to notice a dead
+            # worker; the broker allows down to group.min.session.timeout.ms.
+            session_timeout_ms=session_ms,
+            heartbeat_interval_ms=max(300, session_ms // 4),
+            fetch_max_wait_ms=100,  # the default 500 ms shows up as latency
+            # A rebalance waits for every member to poll again, so a poll's batch must
+            # finish well inside max_poll_interval_ms even at time_scale 1 (12 s a
+            # booking, one partition's records in order): a few records at a time.
+            max_poll_records=concurrency,
+            max_poll_interval_ms=self._max_poll_interval_ms(concurrency),
         )
-        _subscribe_with_metadata(consumer)
-        return consumer
+        return ConsumerSession(thread, await self._in(thread, _subscribed_consumer, config))
 
-    async def _partition(self, sem, thread, consumer, tp, records, paused) -> tuple[TopicPartition, int | None]:
-        """Handle one partition's records in offset order; return the offset to commit."""
+    async def _partition(
+        self, sem: asyncio.Semaphore, session: ConsumerSession, tp: TopicPartition, records: list
+    ) -> tuple[TopicPartition, list[int]]:
+        """Handle one partition's records in offset order; return the offsets settled."""
         async with sem:
-            position = None
+            settled: list[int] = []
             for record in records:
-                headers = {k: v.decode() for k, v in record.headers or []}
-                due = float(headers.get("not-before", 0))
+                due = _number_header(record, "not-before", 0.0)
                 if due > time.time():
                     # Not due: rewind to it and pause this retry partition until it is.
-                    await self._in(thread, consumer.seek, tp, record.offset)
-                    await self._in(thread, consumer.pause, tp)
-                    paused[tp] = due
+                    await session.call(session.consumer.seek, tp, record.offset)
+                    await session.call(session.consumer.pause, tp)
+                    session.paused[tp] = due
                     break
-                attempt = int(headers.get("attempt", 1))
-                job_id = f"{tp.topic}:{tp.partition}:{record.offset}"
                 try:
-                    verdict = await self.process(record.value or b"", attempt=attempt, job_id=job_id)
-                    await self._route(record, verdict, attempt)
+                    await self._deliver(record)
                 except Exception:
                     # Rewind and stop this partition for now: the record is read again on
                     # the next poll, and nothing after it is committed past it.
-                    log.warning("record %s failed; it will be read again", job_id, exc_info=True)
-                    await self._in(thread, consumer.seek, tp, record.offset)
+                    log.warning("record %s failed; it will be read again", _source(record), exc_info=True)
+                    await session.call(session.consumer.seek, tp, record.offset)
                     break
-                position = record.offset + 1
-            return tp, position
+                settled.append(record.offset)
+            return tp, settled
 
-    async def _route(self, record, verdict: Verdict, attempt: int) -> None:
-        if verdict.action == "ack":
+    async def _deliver(self, record: ConsumerRecord) -> None:
+        """Count the delivery first: Kafka keeps no delivery count, and a record that kills
+        its worker every time must end in the DLQ instead of taking down each new one."""
+        attempt = _attempt(record)
+        deliveries = await self._count_delivery(record)
+        if deliveries > self.settings.max_attempts:
+            reason = f"delivered {deliveries - 1} times and never settled: it kills or fails its worker"
+            verdict = Verdict.dead(booking_id_of(record.value), reason)
+            await self._settle(record, verdict, attempt, started=time.monotonic())
             return
-        key = (record.key or b"").decode()
-        job_id = dict(record.headers or []).get("jobId", b"").decode() or "unknown"
-        message = [(job_id, key, (record.value or b"").decode(errors="replace"))]
-        if verdict.action == "retry":
-            topic = names.RETRY_TOPICS[min(attempt, len(names.RETRY_TOPICS)) - 1]
-            headers = [("attempt", str(attempt + 1).encode()),
-                       ("not-before", repr(time.time() + verdict.delay_s).encode())]
-        else:
-            topic = names.TOPIC_DLQ
-            headers = [("reason", verdict.reason.encode()), ("attempts", str(attempt).encode()),
-                       ("source", f"{record.topic}:{record.partition}:{record.offset}".encode())]
+        await self.consume(record, record.value or b"", attempt=attempt, job_id=_source(record))
+
+    async def _count_delivery(self, record: ConsumerRecord) -> int:
+        key = keys.kafka_deliveries(record.topic, record.partition, record.offset)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.incr(key)
+        pipe.expire(key, DELIVERIES_TTL_S)
+        deliveries, _ = await pipe.execute()
+        return deliveries
+
+    async def _ack(self, record: ConsumerRecord) -> None:
+        """The offset is committed with its poll's batch, once its partition got that far."""
+
+    async def _retry(self, record: ConsumerRecord, delay_s: float, attempt: int) -> None:
+        topic = names.RETRY_TOPICS[min(attempt, len(names.RETRY_TOPICS)) - 1]
+        headers = [("jobId", _job_id(record)), ("attempt", str(attempt + 1).encode()),
+                   ("not-before", repr(time.time() + delay_s).encode())]
         # Wait for the broker's ack before our offset is committed: the record is never lost.
-        await self._in(self._producer_thread, self._send_all, topic, message, headers)
+        await self._send(topic, [(record.key, record.value or b"", headers)])
 
-    async def _resume_due(self, thread, consumer, paused: dict[TopicPartition, float]) -> None:
-        due = [tp for tp, at in paused.items() if at <= time.time()]
-        assigned = await self._in(thread, consumer.assignment) if due else set()
+    async def _dead_letter(self, record: ConsumerRecord, reason: str, attempt: int) -> None:
+        value = record.value or b""
+        headers = [("jobId", _job_id(record)), ("reason", reason.encode()),
+                   ("attempts", str(attempt).encode()), ("source", _source(record).encode())]
+        if len(value) > LETTER_VALUE_MAX_BYTES:
+            headers.append(("truncated-from-bytes", str(len(value)).encode()))
+            value = value[:LETTER_VALUE_MAX_BYTES]
+        await self._send(names.TOPIC_DLQ, [(record.key, value, headers)])
+
+    async def _resume_due(self, session: ConsumerSession) -> None:
+        due = [tp for tp, at in session.paused.items() if at <= time.time()]
+        assigned = await session.call(session.consumer.assignment) if due else set()
         for tp in due:
-            del paused[tp]
+            del session.paused[tp]
             if tp in assigned:
-                await self._in(thread, resume_partition, consumer, tp)
+                await session.call(resume_partition, session.consumer, tp)
 
-    async def _commit(self, thread, consumer, offsets) -> None:
+    async def _commit(self, session: ConsumerSession, settled: dict[TopicPartition, list[int]]) -> None:
+        offsets = {tp: OffsetAndMetadata(done[-1] + 1, "", -1) for tp, done in settled.items() if done}
+        if not offsets:
+            return
         try:
-            await self._in(thread, consumer.commit, offsets=offsets)
+            await session.call(session.consumer.commit, offsets=offsets)
         except (CommitFailedError, KafkaError) as exc:
             # The group rebalanced while we worked (or the commit failed): another member
             # redelivers these records. At-least-once; the idempotent effects absorb it.
             log.info("commit not accepted (%s); the records will be redelivered", exc)
-
-    async def _caught_up(self, thread, consumer) -> bool:
-        assigned = await self._in(thread, consumer.assignment)
-        if not assigned:
-            return False
-        ends = await self._in(thread, consumer.end_offsets, list(assigned))
-        for tp in assigned:
-            if await self._in(thread, consumer.position, tp) < ends[tp]:
-                return False
-        return True
+        # Settled either way: a redelivery after a refused commit is not a crash to count.
+        await self.redis.delete(*(keys.kafka_deliveries(tp.topic, tp.partition, offset)
+                                  for tp, done in settled.items() for offset in done))
 
     # -- dead letters ------------------------------------------------------------------------
     def _read_dlq(self, limit: int) -> tuple[list[DeadLetter], dict[TopicPartition, int]]:
@@ -284,8 +330,9 @@ class KafkaBackend(Backend):
     async def _redrive(self, letters: list[DeadLetter]) -> int:
         if not letters:
             return 0
-        messages = [(f"redrive-{l.id}", l.key, l.payload) for l in letters]
-        await self._in(self._producer_thread, self._send_all, names.TOPIC, messages)
+        records = [(l.key.encode(), l.payload.encode(), [("jobId", f"redrive-{l.id}".encode())])
+                   for l in letters]
+        await self._send(names.TOPIC, records)
         marks: dict[TopicPartition, int] = {}
         for letter in letters:
             partition, offset = (int(x) for x in letter.id.split(":"))
@@ -315,17 +362,12 @@ class KafkaBackend(Backend):
         stats.detail = {"lag_per_partition": work, "retry_backlog": _retry_backlog(work)}
 
 
-MIN_POLL_INTERVAL_S = 60
-DLQ_READ_TIMEOUT_S = 30.0  # reading a partition's letters to its end; an error, not a hang
-STUCK_CHECK_AFTER_S = 10.0  # a healthy join takes well under a second
-SEED_PIPELINE_S = sum(step.seed_duration_s for step in STEPS)
-
-
-def _unstable_since(consumer: KafkaConsumer, since: float | None) -> float | None:
-    """When this member left the stable state (None while stable)."""
-    if consumer._coordinator.stable():  # kafka-python exposes no public membership state
-        return None
-    return since or time.monotonic()
+def _caught_up(consumer: KafkaConsumer) -> bool:
+    assigned = consumer.assignment()
+    if not assigned:
+        return False
+    ends = consumer.end_offsets(list(assigned))
+    return all(consumer.position(tp) >= ends[tp] for tp in assigned)
 
 
 def resume_partition(consumer: KafkaConsumer, tp: TopicPartition) -> None:
@@ -342,30 +384,59 @@ def resume_partition(consumer: KafkaConsumer, tp: TopicPartition) -> None:
         parked.drain()
 
 
-def _subscribe_with_metadata(consumer: KafkaConsumer, timeout_s: float = 30.0) -> None:
+def _subscribed_consumer(config: dict[str, Any], timeout_s: float = 30.0) -> KafkaConsumer:
     """Know every topic's partitions before joining: a group leader without metadata
     assigns nothing, and that member idles until the next rebalance."""
+    consumer = KafkaConsumer(**config)
     deadline = time.monotonic() + timeout_s
     while any(consumer.partitions_for_topic(t) is None for t in WORK_TOPICS):
         if time.monotonic() > deadline:
+            consumer.close()
             raise KafkaError(f"no metadata for {WORK_TOPICS} after {timeout_s:.0f}s")
         time.sleep(0.2)
     consumer.subscribe(list(WORK_TOPICS))
+    return consumer
 
 
 def _retry_backlog(lag: dict[str, int]) -> int:
     return sum(v for k, v in lag.items() if not k.startswith(f"{names.TOPIC}:"))
 
 
-def _letter(record) -> DeadLetter:
-    headers = {k: v.decode(errors="replace") for k, v in record.headers or []}
-    payload = record.value.decode(errors="replace")
+def _header(record: ConsumerRecord, name: str) -> str:
+    """A header's text; a missing or null one reads as empty, undecodable bytes as U+FFFD."""
+    for key, value in record.headers or []:
+        if key == name and value is not None:
+            return value.decode(errors="replace")
+    return ""
+
+
+def _number_header(record: ConsumerRecord, name: str, default: float) -> float:
+    try:
+        return float(_header(record, name) or default)
+    except ValueError:
+        return default
+
+
+def _attempt(record: ConsumerRecord) -> int:
+    attempt = _number_header(record, "attempt", 1)
+    return int(attempt) if 1 <= attempt <= 1000 else 1  # also rejects nan and inf
+
+
+def _job_id(record: ConsumerRecord) -> bytes:
+    return (_header(record, "jobId") or "unknown").encode()
+
+
+def _source(record: ConsumerRecord) -> str:
+    return f"{record.topic}:{record.partition}:{record.offset}"
+
+
+def _letter(record: ConsumerRecord) -> DeadLetter:
     return DeadLetter(
         id=f"{record.partition}:{record.offset}",  # partition:offset in bookings.dlq
-        booking_id=_booking_id_of(payload),
-        reason=headers.get("reason", ""),
-        attempts=int(headers.get("attempts", 0) or 0),
-        payload=payload,
+        booking_id=booking_id_of(record.value),
+        reason=_header(record, "reason"),
+        attempts=int(_number_header(record, "attempts", 0)),
+        payload=preserved(record.value or b""),
         failed_at=record.timestamp / 1000,
-        key=(record.key or b"").decode(),
+        key=preserved(record.key or b""),
     )

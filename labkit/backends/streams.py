@@ -15,12 +15,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
+from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from labkit import names
-from labkit.backends.base import Backend, DeadLetter, LaneStats, Verdict, _booking_id_of
+from labkit.backends.base import Backend, DeadLetter, LaneStats, Verdict, booking_id_of, preserved
+from labkit.connections import redis_bytes_client
 from labkit.text import as_text as _s
 
 log = logging.getLogger(__name__)
@@ -28,10 +31,40 @@ RETRY_CONSUMER = "retry"
 RETRY_AT_KEY = "lab:streams:retry-at"  # entry id → when its parked retry is due (epoch s)
 STREAM_MAXLEN = 100_000  # approximate trimming keeps the log bounded, as a lesson shows
 BLOCK_MS = 200
+JOB_FIELD = b"job"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One stream entry as delivered: its fields are raw bytes, whoever XADDed them."""
+
+    id: str
+    fields: dict[bytes, bytes]
+
+    @property
+    def job(self) -> bytes | None:
+        return self.fields.get(JOB_FIELD)
 
 
 class StreamsBackend(Backend):
     lane = "streams"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._raw: Redis | None = None
+
+    @property
+    def raw(self) -> Redis:
+        """Reads work entries: the shared client decodes replies, and one non-UTF-8 field
+        would then fail every read of the group instead of one message."""
+        if self._raw is None:
+            self._raw = redis_bytes_client(self.settings)
+        return self._raw
+
+    async def close(self) -> None:
+        if self._raw is not None:
+            await self._raw.aclose()
+            self._raw = None
 
     async def setup(self) -> None:
         try:
@@ -51,7 +84,7 @@ class StreamsBackend(Backend):
         return [_s(i) for i in await pipe.execute()]
 
     # -- consuming -------------------------------------------------------------------------
-    async def _run(self, *, concurrency: int, stop: asyncio.Event, burst: bool) -> None:
+    async def _run(self, *, concurrency: int, stop: asyncio.Event) -> None:
         in_flight: dict[str, asyncio.Task] = {}
         heartbeat = asyncio.create_task(self._heartbeat(in_flight))
         try:
@@ -60,26 +93,31 @@ class StreamsBackend(Backend):
                 if free <= 0:
                     await asyncio.wait(in_flight.values(), return_when=asyncio.FIRST_COMPLETED)
                     continue
-                batch = await self._claim_due(free) or await self._read_new(free)
-                for entry_id, fields, attempt in batch:
-                    task = asyncio.create_task(self._handle(entry_id, fields, attempt))
-                    in_flight[entry_id] = task
-                    task.add_done_callback(lambda _t, i=entry_id: in_flight.pop(i, None))
-                if burst and not batch and not in_flight and not await self._pending_count():
-                    return
+                for entry, attempt in await self._claim_due(free) or await self._read_new(free):
+                    task = asyncio.create_task(self.consume(entry, entry.job, attempt=attempt, job_id=entry.id))
+                    in_flight[entry.id] = task
+                    task.add_done_callback(lambda _t, i=entry.id: in_flight.pop(i, None))
             # Graceful stop: finish what we hold, so nothing waits for the stale timeout.
             if in_flight:
                 await asyncio.wait(list(in_flight.values()))
         finally:
             heartbeat.cancel()
 
-    async def _read_new(self, count: int) -> list[tuple[str, dict, int]]:
-        reply = await self.redis.xreadgroup(
+    async def _idle(self) -> bool:
+        # Nothing pending (in flight or parked) and nothing the group has not read yet.
+        stream = await self.redis.xinfo_stream(names.STREAM)
+        groups = {_s(g["name"]): g for g in await self.redis.xinfo_groups(names.STREAM)}
+        group = groups.get(names.GROUP, {})
+        caught_up = _s(group.get("last-delivered-id")) == _s(stream["last-generated-id"])
+        return caught_up and not await self._pending_count()
+
+    async def _read_new(self, count: int) -> list[tuple[Entry, int]]:
+        reply = await self.raw.xreadgroup(
             names.GROUP, self.worker_id, {names.STREAM: ">"}, count=count, block=BLOCK_MS
         )
-        return [(_s(i), f, 1) for _stream, entries in reply or [] for i, f in entries]
+        return [(Entry(_s(i), f), 1) for _stream, entries in reply or [] for i, f in entries]
 
-    async def _claim_due(self, count: int) -> list[tuple[str, dict, int]]:
+    async def _claim_due(self, count: int) -> list[tuple[Entry, int]]:
         # Two views of the PEL, asked apart so neither hides the other behind a page of
         # busy entries: entries silent for stale_after_s (their worker is presumed dead)
         # and the parked retries.
@@ -102,20 +140,20 @@ class StreamsBackend(Backend):
             batch += await self._claim(due, min_idle_ms=min(p["time_since_delivered"] for p in due) // 2)
         return batch
 
-    async def _claim(self, pending: list[dict[str, Any]], *, min_idle_ms: int) -> list[tuple[str, dict, int]]:
+    async def _claim(self, pending: list[dict[str, Any]], *, min_idle_ms: int) -> list[tuple[Entry, int]]:
         if not pending:
             return []
         deliveries = {_s(p["message_id"]): p["times_delivered"] for p in pending}
-        claimed = await self.redis.xclaim(
+        claimed = await self.raw.xclaim(
             names.STREAM, names.GROUP, self.worker_id, min_idle_time=max(1, min_idle_ms),
             message_ids=list(deliveries),
         )
-        batch = [(_s(i), f, deliveries[_s(i)] + 1) for i, f in claimed if f is not None]
-        for missing in set(deliveries) - {entry_id for entry_id, _f, _a in batch}:
-            if not await self.redis.xrange(names.STREAM, missing, missing):
+        batch = [(Entry(_s(i), f), deliveries[_s(i)] + 1) for i, f in claimed if f is not None]
+        for missing in set(deliveries) - {entry.id for entry, _a in batch}:
+            if not await self.redis.xrange(names.STREAM, missing, missing, count=1):
                 # Trimmed while pending (MAXLEN): the payload is gone; say so in the DLQ.
-                verdict = Verdict("dead", reason="entry trimmed from the stream while pending")
-                await self._dead_letter(missing, {}, verdict, deliveries[missing])
+                verdict = Verdict.dead(None, "entry trimmed from the stream while pending")
+                await self._settle(Entry(missing, {}), verdict, deliveries[missing], started=time.monotonic())
         return batch
 
     async def _retry_times(self, entry_ids: list[str]) -> dict[str, float]:
@@ -124,34 +162,30 @@ class StreamsBackend(Backend):
         values = await self.redis.hmget(RETRY_AT_KEY, entry_ids)
         return {i: float(v) for i, v in zip(entry_ids, values, strict=True) if v is not None}
 
-    async def _handle(self, entry_id: str, fields: dict, attempt: int) -> None:
-        verdict = await self.process(fields.get("job", ""), attempt=attempt, job_id=entry_id)
-        if verdict.action == "ack":
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.xack(names.STREAM, names.GROUP, entry_id)
-            pipe.hdel(RETRY_AT_KEY, entry_id)
-            await pipe.execute()
-        elif verdict.action == "retry":
-            # Park it: still pending (nothing is lost), owned by no live worker, due later.
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.hset(RETRY_AT_KEY, entry_id, repr(time.time() + verdict.delay_s))
-            pipe.xclaim(
-                names.STREAM, names.GROUP, RETRY_CONSUMER, min_idle_time=0,
-                message_ids=[entry_id], justid=True,
-            )
-            await pipe.execute()
-        else:
-            await self._dead_letter(entry_id, fields, verdict, attempt)
+    async def _ack(self, entry: Entry) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.xack(names.STREAM, names.GROUP, entry.id)
+        pipe.hdel(RETRY_AT_KEY, entry.id)
+        await pipe.execute()
 
-    async def _dead_letter(self, entry_id: str, fields: dict, verdict: Verdict, attempt: int) -> None:
+    async def _retry(self, entry: Entry, delay_s: float, attempt: int) -> None:
+        # Park it: still pending (nothing is lost), owned by no live worker, due later.
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(RETRY_AT_KEY, entry.id, repr(time.time() + delay_s))
+        pipe.xclaim(
+            names.STREAM, names.GROUP, RETRY_CONSUMER, min_idle_time=0,
+            message_ids=[entry.id], justid=True,
+        )
+        await pipe.execute()
+
+    async def _dead_letter(self, entry: Entry, reason: str, attempt: int) -> None:
         pipe = self.redis.pipeline(transaction=True)  # DLQ entry and ack together, or neither
         pipe.xadd(
             names.STREAM_DLQ,
-            {"job": fields.get("job", ""), "reason": verdict.reason, "attempts": attempt,
-             "source": entry_id},
+            {"job": preserved(entry.job or b""), "reason": reason, "attempts": attempt, "source": entry.id},
         )
-        pipe.xack(names.STREAM, names.GROUP, entry_id)
-        pipe.hdel(RETRY_AT_KEY, entry_id)
+        pipe.xack(names.STREAM, names.GROUP, entry.id)
+        pipe.hdel(RETRY_AT_KEY, entry.id)
         await pipe.execute()
 
     async def _heartbeat(self, in_flight: dict[str, asyncio.Task]) -> None:
@@ -214,7 +248,7 @@ def _letter(entry_id: str, fields: dict) -> DeadLetter:
     payload = _s(fields.get("job", ""))
     return DeadLetter(
         id=entry_id,
-        booking_id=_booking_id_of(payload),
+        booking_id=booking_id_of(payload),
         reason=_s(fields.get("reason", "")),
         attempts=int(fields.get("attempts", 0)),
         payload=payload,

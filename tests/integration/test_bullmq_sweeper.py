@@ -12,7 +12,7 @@ from labkit import names
 from labkit.status import State
 from labkit.workload import Workload
 
-pytestmark = pytest.mark.redis
+pytestmark = [pytest.mark.redis, pytest.mark.bullmq]
 
 
 async def test_a_job_bullmq_failed_by_itself_is_dead_lettered_once(lab, settings):
