@@ -1,69 +1,106 @@
-"""One frozen settings object, read from the environment only when asked (never at import)."""
+"""One frozen settings object, read from LABKIT_* variables only when asked (never at import).
+
+`Settings()` is the defaults; `Settings.from_env()` reads os.environ, `Settings.from_env(mapping)`
+reads that mapping instead (tests, and the environment a child process is given).
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlparse
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings import SettingsError as SourceError
+
+from labkit import names
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_KAFKA_BOOTSTRAP = "127.0.0.1:9092"
+DEFAULT_KAFKA_HEAP = "-Xms256m -Xmx512m"
 KAFKA_VERSION = "4.1.1"  # a 4.x release kafka-python 3.0.x is tested against
 LANES = ("bullmq", "streams", "kafka")
+PREFIX = "LABKIT_"
+KAFKA_OPTION_PREFIX = "LABKIT_KAFKA_OPT_"
 
 
 class SettingsError(ValueError):
     """A LABKIT_* variable holds a value labkit cannot use."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class Settings:
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, env_prefix=PREFIX, env_ignore_empty=True)
+
     redis_url: str = DEFAULT_REDIS_URL
     kafka_bootstrap: str = DEFAULT_KAFKA_BOOTSTRAP
-    # Extra kafka-python client options for external clusters (TLS, SASL), e.g.
-    # security_protocol=SASL_SSL, sasl_mechanism=PLAIN, sasl_plain_username=...
-    kafka_options: Mapping[str, Any] = field(default_factory=dict)
-    time_scale: float = 1.0
+    # Extra kafka-python client options for external clusters (TLS, SASL), one variable each:
+    # LABKIT_KAFKA_OPT_SECURITY_PROTOCOL=SASL_SSL, LABKIT_KAFKA_OPT_SASL_MECHANISM=PLAIN, ...
+    kafka_options: Mapping[str, Any] = Field(default_factory=dict)
+    # JVM flags for the brokers `labkit infra up` starts (Binder's small machines want less).
+    kafka_heap: str = DEFAULT_KAFKA_HEAP
+    time_scale: float = Field(1.0, ge=0.0)
     home: Path = Path(".lab")
-    max_attempts: int = 4
-    backoff_base_s: float = 1.0
-    backoff_max_s: float = 30.0
+    max_attempts: int = Field(4, ge=1)
+    backoff_base_s: float = Field(1.0, ge=0.0)
+    backoff_max_s: float = Field(30.0, ge=0.0)
     # A claimed job whose worker has not been heard of for this long is presumed dead and
     # handed to another worker (BullMQ lock, Streams idle time, Kafka session timeout).
-    stale_after_s: float = 3.0
-    kafka_partitions: int = 6
-    bullmq_rate_limit_per_s: int = 0  # BullMQ's worker limiter, jobs per second; 0 = none
+    stale_after_s: float = Field(3.0, ge=0.5)
+    bullmq_rate_limit_per_s: int = Field(0, ge=0)  # BullMQ's worker limiter, jobs per second; 0 = none
     idempotency: bool = True
-    retention_s: float = 86_400.0  # a finished booking's status, history and ledger are kept this long
+    retention_s: float = Field(86_400.0, ge=1.0)  # a finished booking's status, history and ledger are kept this long
+    # The lab's topics are created with this many partitions: a fact, not a knob.
+    kafka_partitions: ClassVar[int] = names.KAFKA_PARTITIONS
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        **_other_sources: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # the environment is read by from_env only, never implicitly
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
-        env = os.environ if env is None else env
-        kafka_options: dict[str, Any] = {}
-        for key, value in env.items():
-            if key.startswith("LABKIT_KAFKA_OPT_"):
-                kafka_options[key.removeprefix("LABKIT_KAFKA_OPT_").lower()] = _option(key, value)
-        return cls(
-            redis_url=env.get("LABKIT_REDIS_URL", DEFAULT_REDIS_URL),
-            kafka_bootstrap=env.get("LABKIT_KAFKA_BOOTSTRAP", DEFAULT_KAFKA_BOOTSTRAP),
-            kafka_options=kafka_options,
-            time_scale=_number(env, "LABKIT_TIME_SCALE", 1.0, minimum=0.0),
-            home=Path(env.get("LABKIT_HOME", ".lab")).expanduser(),
-            max_attempts=int(_number(env, "LABKIT_MAX_ATTEMPTS", 4, minimum=1)),
-            backoff_base_s=_number(env, "LABKIT_BACKOFF_BASE_S", 1.0, minimum=0.0),
-            backoff_max_s=_number(env, "LABKIT_BACKOFF_MAX_S", 30.0, minimum=0.0),
-            stale_after_s=_number(env, "LABKIT_STALE_AFTER_S", 3.0, minimum=0.5),
-            bullmq_rate_limit_per_s=int(_number(env, "LABKIT_BULLMQ_RATE_LIMIT_PER_S", 0, minimum=0)),
-            idempotency=env.get("LABKIT_IDEMPOTENCY", "on").lower() not in {"0", "off", "false"},
-            retention_s=_number(env, "LABKIT_RETENTION_S", 86_400.0, minimum=1.0),
-        )
+        source = _LabkitVariables(cls, os.environ if env is None else env)
+        try:
+            return cls(**source())
+        except SourceError as exc:  # a variable pydantic-settings could not even decode
+            raise SettingsError(str(exc)) from None
+        except ValidationError as exc:
+            raise SettingsError(_explain(exc, source.env)) from None
+
+    @field_validator("home")
+    @classmethod
+    def _expand_home(cls, home: Path) -> Path:
+        return home.expanduser()
+
+    @field_validator("kafka_heap")
+    @classmethod
+    def _jvm_flags_only(cls, heap: str) -> str:
+        if not all(flag.startswith("-") for flag in shlex.split(heap)):
+            raise ValueError('JVM flags only, e.g. "-Xms256m -Xmx512m"')
+        return heap
 
     def with_(self, **changes: Any) -> Settings:
-        return replace(self, **changes)
+        """A copy with some fields changed, validated like the original."""
+        return type(self)(**{**dict(self), **changes})
+
+    @property
+    def kafka_heap_flags(self) -> tuple[str, ...]:
+        return tuple(shlex.split(self.kafka_heap))
 
     @property
     def redis_host_port(self) -> tuple[str, int]:
@@ -83,21 +120,59 @@ class Settings:
     def env(self) -> dict[str, str]:
         """These settings as LABKIT_* variables, so child processes see the same lab."""
         out = {
-            "LABKIT_REDIS_URL": self.redis_url,
-            "LABKIT_KAFKA_BOOTSTRAP": self.kafka_bootstrap,
-            "LABKIT_TIME_SCALE": repr(self.time_scale),
-            "LABKIT_HOME": str(self.home),
-            "LABKIT_MAX_ATTEMPTS": str(self.max_attempts),
-            "LABKIT_BACKOFF_BASE_S": repr(self.backoff_base_s),
-            "LABKIT_BACKOFF_MAX_S": repr(self.backoff_max_s),
-            "LABKIT_STALE_AFTER_S": repr(self.stale_after_s),
-            "LABKIT_BULLMQ_RATE_LIMIT_PER_S": str(self.bullmq_rate_limit_per_s),
-            "LABKIT_IDEMPOTENCY": "on" if self.idempotency else "off",
-            "LABKIT_RETENTION_S": repr(self.retention_s),
+            _variable(name): _text(value)
+            for name, value in self
+            if name != "kafka_options"
         }
         for key, value in self.kafka_options.items():
-            out[f"LABKIT_KAFKA_OPT_{key.upper()}"] = json.dumps(value) if not isinstance(value, str) else value
+            out[f"{KAFKA_OPTION_PREFIX}{key.upper()}"] = value if isinstance(value, str) else json.dumps(value)
         return out
+
+
+class _LabkitVariables(EnvSettingsSource):
+    """LABKIT_* variables from a given mapping (not necessarily os.environ); the
+    LABKIT_KAFKA_OPT_<NAME> ones are gathered into kafka_options."""
+
+    def __init__(self, settings_cls: type[BaseSettings], env: Mapping[str, str]) -> None:
+        self.env = env  # read by _load_env_vars, which the base __init__ calls
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        # What the base class does with os.environ: names case-blind, empty values unset.
+        return {key.lower(): value for key, value in self.env.items() if value != ""}
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        if field_name == "kafka_options":  # one variable per option, gathered in __call__
+            return None, field_name, False
+        return super().get_field_value(field, field_name)
+
+    def __call__(self) -> dict[str, Any]:
+        values = super().__call__()
+        values["kafka_options"] = {
+            key.removeprefix(KAFKA_OPTION_PREFIX).lower(): _option(key, raw)
+            for key, raw in self.env.items()
+            if key.startswith(KAFKA_OPTION_PREFIX)
+        }
+        return values
+
+
+def _variable(field_name: str) -> str:
+    return f"{PREFIX}{field_name.upper()}"
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def _explain(exc: ValidationError, env: Mapping[str, str]) -> str:
+    """'LABKIT_TIME_SCALE='fast' is not valid: Input should be a valid number', one per problem."""
+    problems = []
+    for error in exc.errors():
+        name = _variable(str(error["loc"][0])) if error["loc"] else PREFIX + "*"
+        problems.append(f"{name}={env.get(name, error['input'])!r} is not valid: {error['msg']}")
+    return "; ".join(problems)
 
 
 def _option(name: str, raw: str) -> Any:
@@ -109,16 +184,3 @@ def _option(name: str, raw: str) -> Any:
     except json.JSONDecodeError:
         return raw
     return value if isinstance(value, (bool, int, float)) else raw
-
-
-def _number(env: Mapping[str, str], name: str, default: float, *, minimum: float) -> float:
-    raw = env.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not a number") from None
-    if value < minimum:
-        raise SettingsError(f"{name}={raw!r} must be >= {minimum}")
-    return value

@@ -37,3 +37,34 @@ def test_kafka_options_get_real_types():
     assert s.kafka_config()["ssl_check_hostname"] is False
     assert s.kafka_config()["sasl_plain_password"] == "12345"
     assert Settings.from_env(s.env()) == s
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("LABKIT_MAX_ATTEMPTS", "0"), ("LABKIT_IDEMPOTENCY", "maybe"), ("LABKIT_KAFKA_HEAP", "Xmx1g"),
+    ("LABKIT_STALE_AFTER_S", "0.1"),
+])
+def test_every_bad_value_names_its_variable_and_value(variable, value):
+    with pytest.raises(SettingsError, match=rf"{variable}='{value}'"):
+        Settings.from_env({variable: value})
+
+
+def test_kafka_heap_is_a_setting_split_into_jvm_flags():
+    assert Settings().kafka_heap_flags == ("-Xms256m", "-Xmx512m")
+    small = Settings.from_env({"LABKIT_KAFKA_HEAP": "-Xms128m -Xmx384m"})
+    assert small.kafka_heap_flags == ("-Xms128m", "-Xmx384m")
+    assert Settings.from_env(small.env()) == small
+
+
+def test_defaults_never_read_the_environment(monkeypatch):
+    monkeypatch.setenv("LABKIT_TIME_SCALE", "0.5")
+    assert Settings().time_scale == 1.0
+    assert Settings.from_env().time_scale == 0.5
+
+
+def test_settings_are_frozen_and_with_validates():
+    s = Settings()
+    with pytest.raises(ValueError):
+        s.time_scale = 2.0
+    assert s.with_(time_scale=0.0).time_scale == 0.0 and s.time_scale == 1.0
+    with pytest.raises(ValueError):
+        s.with_(max_attempts=0)
