@@ -78,17 +78,26 @@ def cluster_settings(settings: Settings) -> Settings:
     )
 
 
+async def start_cluster(settings: Settings) -> Settings:
+    """Bring up three brokers (RF 3, min.insync.replicas 2) on their own ports and home."""
+    three = cluster_settings(settings)
+    await anyio.to_thread.run_sync(lambda: brokers.up(three, services=("kafka",), brokers=3))
+    return three
+
+
+async def stop_cluster(three: Settings) -> None:
+    with anyio.CancelScope(shield=True):
+        await anyio.to_thread.run_sync(lambda: brokers.down(three, services=("kafka",)))
+
+
 @asynccontextmanager
 async def cluster(settings: Settings, kafka_brokers: int) -> AsyncIterator[Settings]:
-    """The settings to run with: the lab's own, or a three-broker cluster brought up for
-    the block (RF 3, min.insync.replicas 2) and taken down after it."""
+    """The settings to run with: the lab's own, or a three-broker cluster for the block."""
     if kafka_brokers == 1:
         yield settings
         return
-    three = cluster_settings(settings)
-    await anyio.to_thread.run_sync(lambda: brokers.up(three, services=("kafka",), brokers=3))
+    three = await start_cluster(settings)
     try:
         yield three
     finally:
-        with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(lambda: brokers.down(three, services=("kafka",)))
+        await stop_cluster(three)

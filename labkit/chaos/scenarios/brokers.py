@@ -25,6 +25,7 @@ async def redis_restart_aof(run: Run) -> None:
         run.explained_after = killed_at - AOF_WINDOW_S
         await anyio.sleep(1.0)
         await brokers.restart(run.lab.settings, "redis")
+        await run.lab.redis.connection_pool.disconnect()  # its sockets died with the old server
         run.fault_over()
     run.note(f"Redis kill -9 while publishing, restarted from its AOF (everysec); a booking "
              f"accepted in the {AOF_WINDOW_S:.0f} s before the kill and then lost is counted "
