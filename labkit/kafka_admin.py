@@ -268,3 +268,16 @@ def _record(record) -> dict[str, Any]:
         "bookingId": booking_id,
         "timestamp": record.timestamp / 1000,
     }
+
+
+def broker_ids(settings: Settings, *, timeout_s: float = 1.0) -> set[int] | None:
+    """Ids of the live, unfenced brokers the cluster reports, or None when none answers."""
+    timeout_ms = int(timeout_s * 1000)
+    try:
+        with admin_client(
+            settings, client_id="labkit-health", bootstrap_timeout_ms=timeout_ms, request_timeout_ms=timeout_ms
+        ) as admin:
+            brokers = admin.describe_cluster().get("brokers", [])
+    except (kafka_errors.KafkaError, OSError):
+        return None
+    return {b["broker_id"] for b in brokers if not b.get("is_fenced")}

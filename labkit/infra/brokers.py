@@ -189,7 +189,9 @@ def _up(
             node.properties.write_text(kafka_server.render_properties(node, nodes=nodes))
         kafka_server.format_storage(java=java, libs=libs, nodes=to_start, cluster=cid)
         for node in to_start:
-            pid = kafka_server.start(java=java, libs=libs, node=node, paths=paths)
+            pid = kafka_server.start(
+                java=java, libs=libs, node=node, paths=paths, heap=settings.kafka_heap_flags
+            )
             kafka_pids[node.node_id] = pid
             started.append(f"kafka node {node.node_id} (pid {pid}, {node.bootstrap})")
     for node in nodes:
@@ -329,16 +331,10 @@ def _kafka_version(pid: int | None) -> str | None:
 
 
 def _external_kafka_answers(settings: Settings) -> bool:
-    if settings.kafka_options:  # TLS/SASL: only a real client can tell
-        try:
-            return kafka_admin.broker_count(settings) > 0
-        except (KafkaError, OSError, ValueError, TypeError):  # unreachable or misconfigured
-            return False
-    for address in settings.kafka_bootstrap.split(","):
-        host, _, port = address.strip().rpartition(":")
-        if kafka_server.metadata_brokers(host or LOOPBACK, int(port or 9092)):
-            return True
-    return False
+    try:
+        return bool(kafka_admin.broker_ids(settings, timeout_s=3.0))
+    except (ValueError, TypeError):  # TLS/SASL options kafka-python refuses
+        return False
 
 
 def log_files(settings: Settings, service: str) -> list[Path]:

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import base64
-import socket
-import struct
 import subprocess
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from labkit import processes
+from labkit import kafka_admin, processes
 from labkit.infra.errors import InfraError
 from labkit.infra.layout import KafkaNode, Paths
+from labkit.settings import Settings
 
 LOG4J2 = Path(__file__).with_name("log4j2.properties")
-HEAP = ("-Xms256m", "-Xmx512m")
 MAIN_CLASS = "kafka.Kafka"
 
 
@@ -108,9 +106,10 @@ def format_storage(*, java: str, libs: Path, nodes: Sequence[KafkaNode], cluster
                 )
 
 
-def start(*, java: str, libs: Path, node: KafkaNode, paths: Paths) -> int:
+def start(*, java: str, libs: Path, node: KafkaNode, paths: Paths, heap: Sequence[str]) -> int:
+    """Start one node; `heap` is its JVM memory flags (settings.kafka_heap_flags)."""
     cmd = [
-        java, *HEAP, "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+        java, *heap, "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
         "-cp", _classpath(libs), f"-Dlog4j2.configurationFile={LOG4J2}",
         MAIN_CLASS, str(node.properties),
     ]  # fmt: skip
@@ -120,58 +119,9 @@ def start(*, java: str, libs: Path, node: KafkaNode, paths: Paths) -> int:
     return pid
 
 
-# ---- health: a raw Metadata request, so each broker is asked on its own socket ---------------
-
-_METADATA_KEY, _METADATA_VERSION = 3, 4  # v4: oldest non-flexible version Kafka 4 still serves
-
-
-def _string(buf: memoryview, at: int) -> tuple[str | None, int]:
-    (length,) = struct.unpack_from(">h", buf, at)
-    at += 2
-    if length < 0:
-        return None, at
-    return bytes(buf[at : at + length]).decode(), at + length
-
-
-def metadata_brokers(host: str, port: int, *, timeout_s: float = 1.0) -> set[int] | None:
-    """Node ids the broker at host:port reports as live, or None if it does not answer."""
-    client_id = b"labkit-infra"
-    body = struct.pack(">i", -1) + b"\x00"  # all topics (null array), no auto-creation
-    header = struct.pack(">hhih", _METADATA_KEY, _METADATA_VERSION, 7, len(client_id)) + client_id
-    request = header + body
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s) as sock:
-            sock.sendall(struct.pack(">i", len(request)) + request)
-            size = struct.unpack(">i", _recv_exact(sock, 4))[0]
-            buf = memoryview(_recv_exact(sock, size))
-    except (OSError, struct.error):
-        return None
-    correlation, _throttle, count = struct.unpack_from(">iii", buf, 0)
-    if correlation != 7:
-        return None
-    at, ids = 12, set()
-    for _ in range(count):
-        (node_id,) = struct.unpack_from(">i", buf, at)
-        _, at = _string(buf, at + 4)  # host
-        at += 4  # port
-        _, at = _string(buf, at)  # rack
-        ids.add(node_id)
-    return ids
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    data = bytearray()
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise OSError("connection closed")
-        data += chunk
-    return bytes(data)
-
-
 def healthy(node: KafkaNode) -> bool:
     """The broker answers metadata and lists itself: registered with the quorum and unfenced."""
-    ids = metadata_brokers(node.host, node.port)
+    ids = kafka_admin.broker_ids(Settings(kafka_bootstrap=node.bootstrap))  # this node alone
     return ids is not None and node.node_id in ids
 
 

@@ -20,12 +20,13 @@ import pytest
 import redis
 from kafka import KafkaAdminClient, KafkaProducer
 
-from labkit import names, processes
-from labkit.infra import kafka_server
+from labkit import kafka_admin, names, processes
+from labkit.settings import Settings
 
 pytestmark = [pytest.mark.redis, pytest.mark.kafka]
 
 UP_TIMEOUT_S = 240
+SMALL_HEAP = "-Xms128m -Xmx384m"  # what binder/start exports; not the default
 
 
 def free_port_run(width: int) -> int:
@@ -54,6 +55,7 @@ class Lab:
             LABKIT_HOME=str(self.home),
             LABKIT_REDIS_URL=f"redis://127.0.0.1:{self.redis_port}/0",
             LABKIT_KAFKA_BOOTSTRAP=f"127.0.0.1:{self.kafka_port}",
+            LABKIT_KAFKA_HEAP=SMALL_HEAP,
         )
         return env
 
@@ -112,6 +114,13 @@ def test_status_shows_both_brokers_healthy_on_our_ports(lab: Lab) -> None:
     assert kafka_row["controller_port"] == lab.kafka_port + 1
     assert all(processes.is_running(s["pid"]) for s in services)
     assert Path(kafka_row["log"]).is_relative_to(lab.home)
+
+
+def test_kafka_runs_with_the_heap_from_the_setting(lab: Lab) -> None:
+    kafka_row = next(s for s in lab.status() if s["service"] == "kafka")
+    argv = processes.argv(kafka_row["pid"])
+    assert argv[1:3] == SMALL_HEAP.split()
+    assert "-Xmx512m" not in argv
 
 
 def test_outside_clients_see_topics_and_pong(lab: Lab) -> None:
@@ -178,7 +187,8 @@ def test_three_broker_cluster_survives_losing_a_broker(tmp_path: Path) -> None:
         assert [r["port"] for r in rows] == ports
         assert all(r["healthy"] for r in rows)
         for port in ports:  # each broker answers on its own and sees all three
-            assert kafka_server.metadata_brokers("127.0.0.1", port) == {1, 2, 3}
+            alone = Settings(kafka_bootstrap=f"127.0.0.1:{port}")
+            assert kafka_admin.broker_ids(alone) == {1, 2, 3}
 
         bootstrap = [f"127.0.0.1:{p}" for p in ports]
         admin = KafkaAdminClient(bootstrap_servers=bootstrap)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit import names, processes
+from labkit import kafka_admin, names, processes
 from labkit.infra import kafka_jars, kafka_server, redis_server
 from labkit.infra.errors import InfraError
 from labkit.infra.layout import Paths, kafka_nodes
@@ -205,3 +205,8 @@ def test_lab_topics_follow_the_names_contract() -> None:
 def test_cluster_ids_never_start_with_a_dash() -> None:
     # kafka-storage's argument parser takes "-abc…" for an option: format fails (1 id in 64)
     assert not any(kafka_server.new_cluster_id().startswith("-") for _ in range(3000))
+
+
+def test_broker_ids_is_none_when_nothing_answers() -> None:
+    dead = Settings(kafka_bootstrap=f"127.0.0.1:{processes.free_port()}")
+    assert kafka_admin.broker_ids(dead, timeout_s=0.5) is None
