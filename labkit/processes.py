@@ -14,6 +14,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from labkit.infra.errors import InfraError
 
 LOG_ROTATE_BYTES = 20 * 1024 * 1024
@@ -54,23 +56,18 @@ def exclusive(lock_path: Path) -> Iterator[None]:
 
 
 def is_running(pid: int) -> bool:
-    """True for a live process; a zombie (exited, not yet reaped by init) counts as gone."""
+    """True for a live process; a zombie (exited, not yet reaped by its parent) counts as gone."""
     try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.Error:  # no such process, or not ours to see
         return False
-    for line in status.splitlines():
-        if line.startswith("State:"):
-            return "Z" not in line.split()[1] and "X" not in line.split()[1]
-    return True
 
 
 def argv(pid: int) -> list[str]:
     try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return psutil.Process(pid).cmdline()
+    except psutil.Error:
         return []
-    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
 def cmdline(pid: int) -> str:
@@ -118,40 +115,25 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def listener_pid(port: int) -> int | None:
-    """Best effort: the pid listening on a TCP port, from /proc/net/tcp{,6} and /proc/*/fd."""
-    inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            lines = Path(table).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if (
-                len(fields) > 9
-                and fields[3] == "0A"
-                and int(fields[1].rsplit(":", 1)[1], 16) == port
-            ):
-                inodes.add(fields[9])
-    if not inodes:
+    """Best effort: the pid listening on a TCP port (None when unknown or not ours to see)."""
+    try:
+        connections = psutil.net_connections(kind="tcp")
+    except psutil.Error:
         return None
-    targets = {f"socket:[{inode}]" for inode in inodes}
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            for fd in (proc / "fd").iterdir():
-                if os.readlink(fd) in targets:
-                    return int(proc.name)
-        except OSError:
-            continue
-    return None
+    return next(
+        (c.pid for c in connections
+         if c.status == psutil.CONN_LISTEN and c.laddr and c.laddr.port == port and c.pid),
+        None,
+    )  # fmt: skip
 
 
 def describe_pid(pid: int | None) -> str:
     if pid is None:
         return "pid unknown; try `ss -ltnp`"
-    name = cmdline(pid).split(" ")[0].rsplit("/", 1)[-1] or "?"
+    try:
+        name = psutil.Process(pid).name()
+    except psutil.Error:
+        name = "?"
     return f"pid {pid}, {name}"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import sys
@@ -67,3 +68,31 @@ def test_backoff_doubles_up_to_its_cap_and_starts_over_after_a_long_run():
     assert [backoff.pause_after(0.1) for _ in range(5)] == [0.5, 1.0, 2.0, 4.0, 4.0]
     assert backoff.pause_after(4.0) == 0.5  # it ran long enough: a new outage
     assert backoff.pause_after(0.1) == 1.0
+
+
+def test_an_exited_child_not_yet_reaped_counts_as_gone(tmp_path):
+    child = python("pass", tmp_path)
+    assert processes.wait_until(lambda: not processes.is_running(child.pid), timeout_s=10, interval_s=0.05)
+    assert child.exit_code == 0  # reaped only now: it was a zombie while is_running said gone
+
+
+def test_argv_reads_a_live_process_and_nothing_of_a_gone_one(tmp_path):
+    code = "import time; time.sleep(60)"
+    child = python(code, tmp_path)
+    assert processes.argv(child.pid) == [sys.executable, "-c", code]
+    assert processes.is_ours(child.pid, "time.sleep(60)")
+    child.kill()
+    assert processes.argv(child.pid) == []
+    assert not processes.is_ours(child.pid, "time.sleep(60)")
+
+
+def test_a_listening_port_is_not_free_and_names_its_owner():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        assert processes.listener_pid(port) == os.getpid()
+        assert not processes.port_free("127.0.0.1", port)
+        name = processes.describe_pid(os.getpid()).removeprefix(f"pid {os.getpid()}, ")
+        assert name != "?" and name in processes.cmdline(os.getpid())
+    assert processes.listener_pid(port) is None
