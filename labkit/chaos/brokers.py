@@ -65,7 +65,7 @@ def leaders(settings: Settings, topic: str = names.TOPIC) -> dict[int, int]:
     """partition → leader node id (-1 while it has none)."""
     with kafka_admin.admin_client(settings) as admin:
         described = admin.describe_topics([topic])[0]
-    return {p["partition"]: p["leader"] for p in described["partitions"]}
+    return {p["partition_index"]: p["leader_id"] for p in described["partitions"]}
 
 
 def cluster_settings(settings: Settings) -> Settings:

@@ -31,8 +31,8 @@ def isr_table(settings: Settings, topic: str = names.TOPIC) -> list[dict[str, An
     """One row per partition: leader, replicas and the in-sync replicas right now."""
     with kafka_admin.admin_client(settings) as admin:
         described = admin.describe_topics([topic])[0]
-    return [{"partition": p["partition"], "leader": p["leader"], "replicas": sorted(p["replicas"]),
-             "isr": sorted(p["isr"])} for p in sorted(described["partitions"], key=lambda p: p["partition"])]
+    return [{"partition": p["partition_index"], "leader": p["leader_id"], "replicas": sorted(p["replica_nodes"]),
+             "isr": sorted(p["isr_nodes"])} for p in sorted(described["partitions"], key=lambda p: p["partition_index"])]
 
 
 async def kill_leader_and_watch(settings: Settings, *, records: int = 60, watch_s: float = 8.0) -> dict[str, Any]:

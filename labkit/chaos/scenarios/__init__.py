@@ -19,7 +19,7 @@ SCENARIOS = {
         Scenario("payment-outage", "payment fails 100 % for a while, then recovers",
                  traffic.payment_outage),
         Scenario("burst-inventory", "far more bookings than room-nights, many workers at once",
-                 traffic.burst_inventory, ci_bookings=200, workers=3, full_workers=8,
+                 traffic.burst_inventory, ci_bookings=100, workers=3, full_workers=8,
                  concurrency=4),
         Scenario("idempotency-race", "one Idempotency-Key posted 50 times concurrently",
                  traffic.idempotency_race, workers=1),
