@@ -28,6 +28,7 @@ from labkit import keys
 from labkit.booking import Booking
 from labkit.documents import confirmation_email, confirmation_pdf
 from labkit.metrics import Metrics
+from labkit.status import coalescer
 
 DEFAULT_ROOMS = 100  # rooms per night of a hotel nobody stocked
 
@@ -132,6 +133,7 @@ class Effects:
         self._reopen = redis.register_script(_REOPEN)
         self._reserve = redis.register_script(_RESERVE)
         self._release = redis.register_script(_RELEASE)
+        self._round_trip = coalescer(redis)  # shares the round trip of the status changes
         self.drafts_dir = home / "lanes" / lane / "drafts"  # rendered, not yet the guest's
         self.confirmations_dir = home / "lanes" / lane / "confirmations"
         self.outbox_dir = home / "lanes" / lane / "outbox"  # what the guest was sent
@@ -139,7 +141,8 @@ class Effects:
     # -- payment ---------------------------------------------------------------------------
     async def charge(self, booking: Booking, *, idempotency_key: str | None = None) -> Charge:
         key = idempotency_key or payment_key(booking.bookingId)
-        outcome, record, count = await self._charge(
+        outcome, record, count = await self._round_trip.script(
+            self._charge,
             keys=[keys.ledger(self.lane), keys.charges(self.lane)],
             args=[
                 key,
@@ -267,7 +270,8 @@ class Effects:
         """Take a room on every night of the stay, atomically; False when any night is full.
         A replay of a booking that holds its nights takes nothing more."""
         nights = [night.isoformat() for night in booking.each_night()]
-        outcome, was_held = await self._reserve(
+        outcome, was_held = await self._round_trip.script(
+            self._reserve,
             keys=self._stay_keys(booking.hotelId),
             args=[booking.hotelId, booking.bookingId, "1" if self.idempotency else "0",
                   DEFAULT_ROOMS, self._keep_until(booking), *nights],

@@ -7,6 +7,7 @@ prometheus_client's own metric families.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -15,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from redis.asyncio import Redis
 
 from labkit import keys
+from labkit.status import coalescer
 from labkit.text import as_text as _s
 
 # Seconds from publish to a terminal state; spans time_scale 0 (ms) to seed durations (12 s+).
@@ -59,17 +61,20 @@ class LaneMetrics:
 class Metrics:
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        self._round_trip = coalescer(redis)  # counters ride with the status changes
 
     async def incr(self, lane: str, counter: str, by: int = 1) -> None:
-        await self._redis.hincrby(keys.counters(lane), counter, by)
+        await self._round_trip.run(lambda pipe: pipe.hincrby(keys.counters(lane), counter, by))
 
     async def observe_latency(self, lane: str, seconds: float) -> None:
         bound = next((b for b in BUCKETS_S if seconds <= b), "inf")
-        pipe = self._redis.pipeline(transaction=True)
-        pipe.hincrby(keys.latency(lane), f"b:{bound}", 1)
-        pipe.hincrbyfloat(keys.latency(lane), "sum", seconds)
-        pipe.hincrby(keys.latency(lane), "count", 1)
-        await pipe.execute()
+        key = keys.latency(lane)
+        # Queued in the same turn, so the three go in one round trip, one after another.
+        await asyncio.gather(
+            self._round_trip.run(lambda pipe: pipe.hincrby(key, f"b:{bound}", 1)),
+            self._round_trip.run(lambda pipe: pipe.hincrbyfloat(key, "sum", seconds)),
+            self._round_trip.run(lambda pipe: pipe.hincrby(key, "count", 1)),
+        )
 
     async def snapshot(self, lanes: Iterable[str]) -> dict[str, LaneMetrics]:
         lanes = list(lanes)
