@@ -63,11 +63,11 @@ async def kill_leader_and_watch(settings: Settings, *, records: int = 60, watch_
 def acks_below_min_isr(settings: Settings) -> dict[str, str]:
     """Two brokers down: acks=1 is still acknowledged by the lone leader (a write one
     disk holds), acks=all is refused with NOT_ENOUGH_REPLICAS. Brings the two back."""
-    pids = brokers.kafka_pids(settings)
-    survivor, *doomed = sorted(pids)
-    for node in doomed:
+    pids, leaders = brokers.kafka_pids(settings), brokers.leaders(settings)
+    survivor = max(set(leaders.values()), key=list(leaders.values()).count)  # it leads partitions
+    for node in set(pids) - {survivor}:
         brokers.kill(pids[node])
-    partition = next(p for p, leader in brokers.leaders(settings).items() if leader == survivor)
+    partition = next(p for p, leader in leaders.items() if leader == survivor)
     answers = {}
     try:
         for acks in (1, "all"):
