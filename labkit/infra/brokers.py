@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,6 +20,7 @@ from labkit.infra.layout import (
     kafka_nodes,
     running_broker_count,
 )
+from labkit.infra.progress import QUIET, Progress
 from labkit.settings import KAFKA_VERSION, Settings
 
 SERVICES = ("redis", "kafka")
@@ -27,8 +28,6 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 REDIS_TIMEOUT_S = 20.0
 REDIS_STOP_S = 15.0
 KAFKA_STOP_S = 30.0
-
-Say = Callable[[str], None]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,7 +89,7 @@ def up(
     brokers: int | None = None,
     install: bool = False,
     timeout_s: float = 120.0,
-    say: Say = lambda _msg: None,
+    progress: Progress = QUIET,
 ) -> UpReport:
     """Start what is missing, wait until every broker answers, create the lab topics."""
     with processes.exclusive(_lock(settings)):
@@ -100,7 +99,7 @@ def up(
             brokers=brokers,
             install=install,
             timeout_s=timeout_s,
-            say=say,
+            progress=progress,
         )
 
 
@@ -115,7 +114,7 @@ def _up(
     brokers: int | None,
     install: bool,
     timeout_s: float,
-    say: Say,
+    progress: Progress,
 ) -> UpReport:
     t0 = time.monotonic()
     paths = Paths.of(settings)
@@ -169,9 +168,10 @@ def _up(
             )
         if to_start:
             java = kafka_jars.java_binary()
-            if kafka_jars.needs_download(KAFKA_VERSION):
-                say(f"resolving Kafka {KAFKA_VERSION} jars (once; cached outside the repo)")
-            libs = kafka_jars.resolve_libs(KAFKA_VERSION)
+            fresh = kafka_jars.needs_download(KAFKA_VERSION)
+            libs = kafka_jars.resolve_libs(KAFKA_VERSION, progress=progress)
+            if fresh:
+                progress.done(f"Kafka {KAFKA_VERSION} jars cached in {libs}")
 
     # -- start
     if want_redis:
@@ -200,10 +200,15 @@ def _up(
 
     # -- wait until each one really answers
     if want_redis:
-        redis_server.wait_healthy(settings, pid=redis_pid, timeout_s=REDIS_TIMEOUT_S)
+        redis_server.wait_healthy(
+            settings, pid=redis_pid, timeout_s=REDIS_TIMEOUT_S, progress=progress
+        )
     report_topics = None
     if want_kafka:
-        kafka_server.wait_healthy(nodes=nodes, pids=kafka_pids, paths=paths, timeout_s=timeout_s)
+        kafka_server.wait_healthy(
+            nodes=nodes, pids=kafka_pids, paths=paths, timeout_s=timeout_s, progress=progress
+        )
+        progress.doing("creating the lab topics")
         local = settings.with_(
             kafka_bootstrap=",".join(n.bootstrap for n in nodes), kafka_options={}
         )

@@ -17,6 +17,7 @@ from labkit import processes
 from labkit.infra import brokers
 from labkit.infra.errors import InfraError
 from labkit.infra.layout import ALLOWED_BROKERS
+from labkit.infra.progress import Progress
 from labkit.settings import Settings, SettingsError
 
 infra_app = typer.Typer(
@@ -92,14 +93,19 @@ def up(
     def go() -> brokers.UpReport:
         if kafka_brokers is not None and kafka_brokers not in ALLOWED_BROKERS:
             raise InfraError(f"--kafka-brokers must be 1 or 3, not {kafka_brokers}")
-        return brokers.up(
-            _settings(),
-            services=_names(services),
-            brokers=kafka_brokers,
-            install=install or auto,
-            timeout_s=timeout_s,
-            say=lambda msg: err.print(f"[dim]{msg}[/dim]"),
-        )
+        # On stderr: the spinner and the "healthy" lines never mix with the report below.
+        with err.status("checking what runs", spinner="dots") as spinner:
+            return brokers.up(
+                _settings(),
+                services=_names(services),
+                brokers=kafka_brokers,
+                install=install or auto,
+                timeout_s=timeout_s,
+                progress=Progress(
+                    doing=spinner.update,
+                    done=lambda line: err.print(f"[green]✓[/green] {line}", highlight=False),
+                ),
+            )
 
     report = _run(go)
     for line in report.started:

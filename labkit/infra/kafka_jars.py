@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from labkit.infra.errors import InfraError
+from labkit.infra.progress import QUIET, Progress
 
 MIN_JAVA = 17
 JAVA_HINT = "apt-get install -y openjdk-17-jre-headless"
@@ -86,7 +87,9 @@ def _complete(libs: Path) -> bool:
     return marker.exists() and marker.read_text().strip() == _pom_digest()
 
 
-def resolve_libs(version: str, *, env: Mapping[str, str] | None = None) -> Path:
+def resolve_libs(
+    version: str, *, env: Mapping[str, str] | None = None, progress: Progress = QUIET
+) -> Path:
     """A directory of jars to put on the classpath as DIR/*."""
     env = os.environ if env is None else env
     kafka_home = env.get("KAFKA_HOME")
@@ -103,6 +106,7 @@ def resolve_libs(version: str, *, env: Mapping[str, str] | None = None) -> Path:
     errors: list[str] = []
     mvn = shutil.which("mvn")
     if mvn:
+        progress.doing(f"resolving Kafka {version} jars with mvn (once; cached in {libs.parent})")
         try:
             _fill(libs, lambda tmp: _maven_copy(mvn, version, tmp))
             return libs
@@ -110,6 +114,7 @@ def resolve_libs(version: str, *, env: Mapping[str, str] | None = None) -> Path:
             errors.append(str(exc))
     else:
         errors.append("no `mvn` (apt-get install -y maven)")
+    progress.doing(f"downloading the Kafka {version} tarball (once; cached in {libs.parent})")
     try:
         _fill(libs, lambda tmp: _tarball_copy(version, tmp))
         return libs

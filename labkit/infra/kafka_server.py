@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import subprocess
+import time
 import uuid
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,7 @@ from pathlib import Path
 from labkit import kafka_admin, processes
 from labkit.infra.errors import InfraError
 from labkit.infra.layout import KafkaNode, Paths
+from labkit.infra.progress import QUIET, Progress
 from labkit.settings import Settings
 
 LOG4J2 = Path(__file__).with_name("log4j2.properties")
@@ -126,9 +128,15 @@ def healthy(node: KafkaNode) -> bool:
 
 
 def wait_healthy(
-    *, nodes: Sequence[KafkaNode], pids: dict[int, int | None], paths: Paths, timeout_s: float
+    *,
+    nodes: Sequence[KafkaNode],
+    pids: dict[int, int | None],
+    paths: Paths,
+    timeout_s: float,
+    progress: Progress = QUIET,
 ) -> None:
     pending = list(nodes)
+    started = time.monotonic()
 
     def ready() -> bool:
         for node in list(pending):
@@ -141,6 +149,10 @@ def wait_healthy(
                 )
             if healthy(node):
                 pending.remove(node)
+                progress.done(f"kafka node {node.node_id} healthy on {node.bootstrap}")
+        waiting = ", ".join(f"node {n.node_id} ({n.bootstrap})" for n in pending)
+        progress.doing(f"waiting for Kafka {waiting} to join the quorum: "
+                       f"{time.monotonic() - started:.0f} s")
         return not pending
 
     if not processes.wait_until(ready, timeout_s=timeout_s, interval_s=0.3):

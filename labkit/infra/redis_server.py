@@ -12,6 +12,7 @@ import redis
 from labkit import processes
 from labkit.infra.errors import InfraError
 from labkit.infra.layout import LOOPBACK, Paths
+from labkit.infra.progress import QUIET, Progress
 from labkit.settings import Settings
 
 INSTALL_HINT = "apt-get install -y redis-server"
@@ -137,9 +138,12 @@ def version(settings: Settings) -> str | None:
         return None
 
 
-def wait_healthy(settings: Settings, *, pid: int | None, timeout_s: float) -> None:
+def wait_healthy(
+    settings: Settings, *, pid: int | None, timeout_s: float, progress: Progress = QUIET
+) -> None:
     paths = Paths.of(settings)
     host, port = settings.redis_host_port
+    progress.doing(f"waiting for Redis to answer PING on {host}:{port}")
 
     def ready() -> bool:
         if pid is not None and not processes.is_running(pid):
@@ -151,3 +155,4 @@ def wait_healthy(settings: Settings, *, pid: int | None, timeout_s: float) -> No
             f"Redis did not answer PING on {host}:{port} within {timeout_s:g} s; "
             f"see {paths.redis_log}"
         )
+    progress.done(f"redis healthy on {host}:{port}")

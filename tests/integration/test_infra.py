@@ -140,10 +140,15 @@ def test_outside_clients_see_topics_and_pong(lab: Lab) -> None:
 
 def test_second_up_starts_nothing(lab: Lab) -> None:
     before = sorted(lab.pids())
-    out = ok(lab.cli("up"))
+    done = lab.cli("up")
+    out = ok(done)
     assert "started" not in out
     assert "already running" in out
     assert sorted(lab.pids()) == before
+    # Progress goes to stderr, one line per broker found healthy; stdout keeps the report.
+    assert f"✓ redis healthy on 127.0.0.1:{lab.redis_port}" in done.stderr
+    assert f"✓ kafka node 1 healthy on 127.0.0.1:{lab.kafka_port}" in done.stderr
+    assert "healthy on" not in out
 
 
 def test_logs_show_both_services(lab: Lab) -> None:

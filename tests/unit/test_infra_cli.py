@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from labkit.infra import brokers, kafka_jars
 from labkit.infra.cli import infra_app
 from labkit.infra.errors import InfraError
+from labkit.infra.progress import Progress
 
 runner = CliRunner()
 
@@ -83,8 +84,10 @@ def test_no_mvn_and_no_cache_is_a_clear_error(env: dict[str, str], tmp_path, mon
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty-cache"))
     monkeypatch.setattr(kafka_jars, "TARBALL_URLS", ("http://127.0.0.1:1/kafka-{v}.tgz",))
     monkeypatch.setattr(kafka_jars.shutil, "which", lambda name: None)
+    said: list[str] = []
     with pytest.raises(InfraError, match="apt-get install -y maven.*KAFKA_HOME"):
-        kafka_jars.resolve_libs("4.1.1")
+        kafka_jars.resolve_libs("4.1.1", progress=Progress(doing=said.append))
+    assert said == [f"downloading the Kafka 4.1.1 tarball (once; cached in {tmp_path}/empty-cache/labkit/kafka-4.1.1)"]
 
 
 def test_busy_kafka_port_fails_before_starting_anything(env: dict[str, str], monkeypatch) -> None:
