@@ -9,7 +9,9 @@ import os
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from enum import Enum
 from functools import wraps
+from importlib.metadata import version
 from typing import Annotated, Any
 
 import anyio
@@ -17,14 +19,16 @@ import typer
 from kafka.errors import KafkaError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from labkit.api.health import BrokerProbe
 from labkit.backends import UnknownBackend, lanes_of
 from labkit.faults import FaultSpecError, FaultStore
 from labkit.infra.cli import infra_app
 from labkit.lab import Lab
 from labkit.processes import Backoff
-from labkit.settings import Settings, SettingsError
+from labkit.settings import LANES, Settings, SettingsError
 
 app = typer.Typer(help="Booking Queue Lab", no_args_is_help=True, add_completion=False)
 app.add_typer(infra_app, name="infra")
@@ -33,13 +37,44 @@ faults_app = typer.Typer(help="Failure injection, live while workers run", no_ar
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(faults_app, name="faults")
 console = Console(width=None if Console().is_terminal else 160)
+err = Console(stderr=True)  # errors and progress: stdout stays clean for --json and pipes
 log = logging.getLogger("labkit.worker")
 
 # A worker outlives these: the broker is away (restarting, a lesson's outage), not broken.
 BROKER_GONE = (RedisConnectionError, OSError, KafkaError)
 
-Backend = Annotated[str, typer.Option("--backend", "-b", help="bullmq, streams or kafka")]
-Lanes = Annotated[str, typer.Option("--backend", "-b", help="all, or a comma list of lanes")]
+PUBLISH_BATCH = 500  # bookings per publish call: a progress step, and bounded memory per call
+
+# The choices --help lists, kept in step with LANES.
+Lane = Enum("Lane", {lane: lane for lane in LANES}, type=str)
+LaneOrAll = Enum("LaneOrAll", {"all": "all", **{lane: lane for lane in LANES}}, type=str)
+Backend = Annotated[Lane, typer.Option("--backend", "-b", help="The lane.")]
+Lanes = Annotated[
+    list[LaneOrAll],
+    typer.Option("--backend", "-b", help="A lane, or all; repeat for several (-b bullmq -b kafka)."),
+]
+
+
+def chosen(choices: list[LaneOrAll]) -> list[str]:
+    """--backend values as lane names, in the order the lab always shows them."""
+    values = {choice.value for choice in choices}
+    return lanes_of("all" if "all" in values else ",".join(values))
+
+
+def show_version(wanted: bool) -> None:
+    if wanted:
+        print(f"labkit {version('labkit')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    _version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=show_version, is_eager=True, help="Print the version and exit."),
+    ] = None,
+) -> None:
+    """Booking Queue Lab"""
 
 
 def friendly(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
@@ -60,7 +95,7 @@ def friendly(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
 
 
 def _fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}")
+    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
@@ -75,7 +110,7 @@ async def worker(
     Redis or Kafka goes away it says so once and reconnects with backoff instead of exiting."""
     level = os.environ.get("LABKIT_LOG_LEVEL", "WARNING").upper()
     logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s")
-    lanes_of(backend)
+    lane = backend.value
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -83,11 +118,11 @@ async def worker(
 
     async def run_once() -> None:
         async with Lab() as lab:  # a fresh Lab per try: no client left over from the outage
-            await lab.backend(backend).run_worker(concurrency=concurrency, stop=stop, burst=burst)
+            await lab.backend(lane).run_worker(concurrency=concurrency, stop=stop, burst=burst)
 
-    console.print(f"[green]▶[/green] {backend} worker pid={os.getpid()} concurrency={concurrency}")
-    await run_through_outages(run_once, stop=stop, lane=backend)
-    console.print(f"[blue]■[/blue] {backend} worker stopped")
+    console.print(f"[green]▶[/green] {lane} worker pid={os.getpid()} concurrency={concurrency}")
+    await run_through_outages(run_once, stop=stop, lane=lane)
+    console.print(f"[blue]■[/blue] {lane} worker stopped")
 
 
 async def run_through_outages(
@@ -114,52 +149,86 @@ async def run_through_outages(
 @app.command()
 @friendly
 async def publish(
-    backend: Lanes = "all",
+    backend: Lanes = [LaneOrAll.all],  # noqa: B006 - typer reads the default, never mutates it
     count: Annotated[int, typer.Option(min=1, max=1_000_000)] = 10,
     seed: int = 42,
     priority: Annotated[int | None, typer.Option(help="BullMQ job priority")] = None,
     delay_ms: Annotated[int | None, typer.Option(help="BullMQ job delay")] = None,
 ) -> None:
-    """Publish COUNT seeded bookings to each chosen lane."""
+    """Publish COUNT seeded bookings to each chosen lane, in batches of 500 (a progress bar per
+    lane on stderr when there is more than one batch)."""
     from labkit.workload import Workload
 
-    lanes = lanes_of(backend)
-    workload = Workload(seed=seed)
-    bookings = workload.bookings(count)
+    lanes = chosen(backend)
+    bookings = Workload(seed=seed).bookings(count)
+    columns = (TextColumn("{task.description:>8}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    ids: dict[str, list[str]] = {}
     async with Lab() as lab:
-        ids = await lab.publish(bookings, lanes, priority=priority, delay=delay_ms)
+        with Progress(*columns, console=err, transient=True, disable=count <= PUBLISH_BATCH) as bars:
+            for lane in lanes:
+                bar = bars.add_task(lane, total=count)
+                ids[lane] = []
+                for start in range(0, count, PUBLISH_BATCH):
+                    batch = bookings[start : start + PUBLISH_BATCH]
+                    published = await lab.publish(batch, [lane], priority=priority, delay=delay_ms)
+                    ids[lane] += published[lane]
+                    bars.advance(bar, len(batch))
     for lane, job_ids in ids.items():
         console.print(f"{lane}: published {len(job_ids)} (first {job_ids[0]})")
 
 
 @app.command()
 @friendly
-async def stats(backend: Lanes = "all", as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+async def stats(
+    backend: Lanes = [LaneOrAll.all],  # noqa: B006 - typer reads the default, never mutates it
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """Per lane: waiting, active, retrying, completed, rejected, dead-lettered, DLQ, lag,
-    workers, and worker restarts (processes a pool started again after they died)."""
-    lanes = lanes_of(backend)
+    workers, and worker restarts (processes a pool started again after they died).
+
+    A lane whose broker does not answer is reported, not fatal: --json still prints every lane
+    (that one as {"lane": ..., "error": ...}), the error also goes to stderr, and the exit code
+    is 1 — so scripts notice, and `labkit stats --json 2>/dev/null | jq` still parses."""
+    lanes = chosen(backend)
     async with Lab() as lab:
-        result = {lane: s.as_dict() for lane, s in (await lab.stats(lanes)).items()}
-        for lane, count in (await lab.worker_restarts(lanes)).items():
-            result[lane]["restarts"] = count
+        probe = BrokerProbe(lab.settings, lab.redis)
+        result = {lane: await lane_stats(lab, probe, lane) for lane in lanes}
+    failed = {lane: row["error"] for lane, row in result.items() if "error" in row}
     if as_json:
         print(json.dumps(result, indent=2))
-        return
-    columns = ("waiting", "active", "retrying", "completed", "rejected", "dead_lettered", "dlq_size",
-               "lag", "workers", "restarts")
-    table = Table("lane", *columns)
-    for lane, row in result.items():
-        table.add_row(lane, *(str(row[c]) for c in columns))
-    console.print(table)
+    else:
+        columns = ("waiting", "active", "retrying", "completed", "rejected", "dead_lettered",
+                   "dlq_size", "lag", "workers", "restarts")
+        table = Table("lane", *columns)
+        for lane, row in result.items():
+            table.add_row(lane, *(("-" if lane in failed else str(row[c])) for c in columns))
+        console.print(table)
+    for lane, error in failed.items():
+        err.print(f"[red]error:[/red] {lane} lane: {error}", highlight=False, soft_wrap=True)
+    if failed:
+        raise typer.Exit(1)
+
+
+async def lane_stats(lab: Lab, probe: BrokerProbe, lane: str) -> dict[str, Any]:
+    """One lane's counters, or {"lane", "error"} when its brokers do not answer (asked first
+    with a short timeout: a Kafka client would wait a minute for a broker that is down)."""
+    down = await probe.lane_down(lane)
+    if down is None:
+        try:
+            row = (await lab.backend(lane).stats()).as_dict()
+            row["restarts"] = (await lab.worker_restarts([lane]))[lane]
+            return row
+        except BROKER_GONE as exc:  # it went away between the probe and the reading
+            down = f"{type(exc).__name__}: {exc}"
+    return {"lane": lane, "error": down}
 
 
 @dlq_app.command("list")
 @friendly
 async def dlq_list(backend: Backend, limit: int = 50, as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Show dead letters with their reason and attempts."""
-    lanes_of(backend)
     async with Lab() as lab:
-        letters = await lab.backend(backend).dlq_list(limit)
+        letters = await lab.backend(backend.value).dlq_list(limit)
     if as_json:
         print(json.dumps([letter.as_dict() for letter in letters], indent=2))
         return
@@ -173,10 +242,9 @@ async def dlq_list(backend: Backend, limit: int = 50, as_json: Annotated[bool, t
 @friendly
 async def dlq_redrive(backend: Backend, limit: int = 1000) -> None:
     """Send dead letters back to the work queue."""
-    lanes_of(backend)
     async with Lab() as lab:
-        moved = await lab.backend(backend).dlq_redrive(limit)
-    console.print(f"{backend}: redrove {moved} dead letter(s)")
+        moved = await lab.backend(backend.value).dlq_redrive(limit)
+    console.print(f"{backend.value}: redrove {moved} dead letter(s)")
 
 
 @faults_app.command("set")
