@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import json
+import logging
 import time
 from typing import Any
 
@@ -20,6 +21,7 @@ from labkit import names
 from labkit.backends.base import Action, Backend, DeadLetter, LaneStats, Verdict, booking_id_of
 from labkit.status import TERMINAL
 
+log = logging.getLogger(__name__)
 BACKOFF_TYPE = "jittered-exponential"
 LAB_FAILURE = "dead-lettered by the lab: "  # marks failures the lab itself routed to the DLQ
 SWEPT_KEY = "lab:bullmq:swept"  # failed jobs the sweeper has already dead-lettered
@@ -106,7 +108,10 @@ class BullMQBackend(Backend):
                 try:
                     await asyncio.wait_for(stop.wait(), timeout=SWEEP_EVERY_S)
                 except TimeoutError:
-                    await self._sweep_failed()
+                    try:
+                        await self._sweep_failed()
+                    except Exception:  # e.g. a job BullMQ cannot parse: the worker goes on
+                        log.warning("sweeping the failed set failed; trying again later", exc_info=True)
         finally:
             await worker.close()  # waits for in-flight jobs: a graceful stop loses nothing
 

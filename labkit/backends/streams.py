@@ -16,6 +16,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from redis.asyncio import Redis
@@ -32,6 +33,14 @@ RETRY_AT_KEY = "lab:streams:retry-at"  # entry id → when its parked retry is d
 STREAM_MAXLEN = 100_000  # approximate trimming keeps the log bounded, as a lesson shows
 BLOCK_MS = 200
 JOB_FIELD = b"job"
+# The letter, then the ack, or neither: a script stops at its first error, where MULTI would
+# still ack an entry whose letter failed (WRONGTYPE, OOM) and lose it.
+_DEAD_LETTER = """
+redis.call('XADD', KEYS[2], '*', 'job', ARGV[3], 'reason', ARGV[4], 'attempts', ARGV[5],
+  'source', ARGV[1])
+redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+"""
 
 
 @dataclass(frozen=True)
@@ -96,7 +105,7 @@ class StreamsBackend(Backend):
                 for entry, attempt in await self._claim_due(free) or await self._read_new(free):
                     task = asyncio.create_task(self.consume(entry, entry.job, attempt=attempt, job_id=entry.id))
                     in_flight[entry.id] = task
-                    task.add_done_callback(lambda _t, i=entry.id: in_flight.pop(i, None))
+                    task.add_done_callback(partial(_settled, in_flight, entry.id))
             # Graceful stop: finish what we hold, so nothing waits for the stale timeout.
             if in_flight:
                 await asyncio.wait(list(in_flight.values()))
@@ -179,14 +188,10 @@ class StreamsBackend(Backend):
         await pipe.execute()
 
     async def _dead_letter(self, entry: Entry, reason: str, attempt: int) -> None:
-        pipe = self.redis.pipeline(transaction=True)  # DLQ entry and ack together, or neither
-        pipe.xadd(
-            names.STREAM_DLQ,
-            {"job": preserved(entry.job or b""), "reason": reason, "attempts": attempt, "source": entry.id},
+        await self.redis.eval(
+            _DEAD_LETTER, 3, names.STREAM, names.STREAM_DLQ, RETRY_AT_KEY,
+            entry.id, names.GROUP, preserved(entry.job or b""), reason, attempt,
         )
-        pipe.xack(names.STREAM, names.GROUP, entry.id)
-        pipe.hdel(RETRY_AT_KEY, entry.id)
-        await pipe.execute()
 
     async def _heartbeat(self, in_flight: dict[str, asyncio.Task]) -> None:
         """Keep our in-flight entries' idle time low, so nobody presumes us dead."""
@@ -242,6 +247,13 @@ class StreamsBackend(Backend):
             "parked_for_retry": parked,
             "last_delivered_id": _s(group.get("last-delivered-id", "")),
         }
+
+
+def _settled(in_flight: dict[str, asyncio.Task], entry_id: str, task: asyncio.Task) -> None:
+    in_flight.pop(entry_id, None)
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("entry %s failed; it stays pending and is claimed again", entry_id,
+                    exc_info=task.exception())
 
 
 def _letter(entry_id: str, fields: dict) -> DeadLetter:
