@@ -69,3 +69,8 @@ def workers(lane: str) -> str:
 def worker_restarts(lane: str) -> str:
     """Counter: worker processes of the lane that a pool started again after they died."""
     return f"{PREFIX}:{lane}:worker-restarts"
+
+
+def kafka_deliveries(topic: str, partition: int, offset: int) -> str:
+    """Counter: deliveries of one Kafka record not yet committed (Kafka keeps no count)."""
+    return f"{PREFIX}:kafka:deliveries:{topic}:{partition}:{offset}"
