@@ -33,10 +33,6 @@ MACHINE_SETTINGS = ("PIP_", "SSL_CERT_", "NODE_EXTRA_CA_CERTS", "REQUESTS_CA_BUN
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin"  # what the unprivileged user sees (no root's pyenv)
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "binder: rehearses a Binder build and launch (minutes)")
-
-
 @dataclass
 class BinderLab:
     repo: Path
