@@ -96,8 +96,8 @@ def _read_all(settings: Settings, topic: str, **options: Any) -> list[str]:
 
 # -- acks and idempotence ----------------------------------------------------------------------
 def acks_and_idempotence(settings: Settings) -> dict[str, Any]:
-    """acks=0: the producer does not wait, so it never learns the offset (-1). acks=1: the
-    leader wrote it. acks=all: every in-sync replica has it. The idempotent producer gets a
+    """acks=0: the producer does not wait for the broker (a lost write goes unnoticed). acks=1:
+    the leader wrote it. acks=all: every in-sync replica has it. The idempotent producer gets a
     producer id from the broker and numbers its batches, so a resend after a lost ack is
     dropped as a duplicate; it insists on acks=all."""
     offsets: dict[str, int] = {}
@@ -159,6 +159,8 @@ def rebalance_stops(settings: Settings, protocol: str, *, partitions: int = 6, t
         first, second = _consumer(settings, **options), _consumer(settings, **options)
         recorder = _Recorder()
         stop = threading.Event()
+        for consumer in (first, second):  # metadata first: joining without it assigns nothing
+            consumer.partitions_for_topic(topic)
         first.subscribe([topic], listener=recorder)
         threads = [_polling(first, stop)]
         try:
