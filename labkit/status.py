@@ -114,6 +114,20 @@ return new
 """
 
 
+# KEYS = {state counts, index, then status and history per booking}; ARGV = booking ids.
+# Forget a claim whose message never reached the broker: only while it is still queued.
+_RELEASE = """
+for i, id in ipairs(ARGV) do
+  local status, history = KEYS[1 + 2 * i], KEYS[2 + 2 * i]
+  if redis.call('HGET', status, 'state') == 'queued' then
+    redis.call('DEL', status, history)
+    redis.call('HINCRBY', KEYS[1], 'queued', -1)
+    redis.call('ZREM', KEYS[2], id)
+  end
+end
+"""
+
+
 class Coalescer:
     """One pipelined round trip for every command queued in the same event-loop turn.
 
@@ -226,6 +240,7 @@ class StatusStore:
         self._script = redis.register_script(_TRANSITION)
         self._round_trip = coalescer(redis)
         self._claim_new = redis.register_script(_CLAIM_NEW)
+        self._release = redis.register_script(_RELEASE)
 
     async def transition(
         self, lane: str, booking_id: str, state: State, *, redrive: bool = False, **fields: Any
@@ -269,15 +284,28 @@ class StatusStore:
         )
         return {_text(b) for b in new}
 
-    async def queue_transition(self, pipe, lane: str, booking_id: str, **fields: Any) -> None:
-        """The `queued` transition, added to a caller's pipeline to publish many at once."""
-        await self._script(
-            keys=_script_keys(lane, booking_id),
-            args=_script_args(lane, booking_id, State.QUEUED, progress=0, attempt=0,
-                              retention_s=self.retention_s,
-                              detail="published", **fields),
-            client=pipe,
-        )
+    async def release(self, lane: str, booking_ids: Iterable[str]) -> None:
+        """Undo `claim_new` for bookings whose publish failed, so a retry publishes them
+        again instead of finding them queued with no message behind them."""
+        ids = list(booking_ids)
+        booking_keys = [k for b in ids for k in (keys.status(lane, b), keys.history(lane, b))]
+        await self._release(keys=[keys.state_counts(lane), keys.index(lane), *booking_keys], args=ids)
+
+    async def job_ids(self, lane: str, booking_ids: Iterable[str]) -> dict[str, str]:
+        """The job id each booking's status names (the technology's own id once published)."""
+        ids = list(booking_ids)
+        pipe = self._redis.pipeline(transaction=False)
+        for booking_id in ids:
+            pipe.hget(keys.status(lane, booking_id), "jobId")
+        return {b: _text(j) for b, j in zip(ids, await pipe.execute(), strict=True)}
+
+    async def name_job_ids(self, lane: str, job_ids: dict[str, str]) -> None:
+        """Record the technology's id of each just-published booking: what a re-publish of
+        it answers (a worker writes the same id when it starts the job)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for booking_id, job_id in job_ids.items():
+            pipe.hset(keys.status(lane, booking_id), "jobId", job_id)
+        await pipe.execute()
 
     async def get(self, lane: str, booking_id: str) -> BookingStatus | None:
         pipe = self._redis.pipeline(transaction=False)

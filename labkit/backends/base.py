@@ -117,17 +117,39 @@ class Backend(ABC):
         return (await self.publish_many([booking], **options))[0]
 
     async def publish_many(self, bookings: Sequence[Booking], **options: Any) -> list[str]:
-        envelopes = [Envelope.wrap(b) for b in bookings]
-        pipe = self.redis.pipeline(transaction=False)
-        for env in envelopes:
-            # queued before the message exists, so a fast worker never overtakes the status
-            await self.status.queue_transition(
-                pipe, self.lane, env.data.bookingId, job_id=env.jobId, published_at=env.published_at
+        """Publish the bookings this lane has not seen; one job id per booking, in order.
+
+        A booking the lane already knows (a re-run cell, an API retry) keeps its status and
+        is not sent again: its id is the one its status names."""
+        unique: dict[str, Booking] = {}
+        for booking in bookings:  # a booking listed twice is published once
+            unique.setdefault(booking.bookingId, booking)
+        envelopes = [Envelope.wrap(b) for b in unique.values()]
+        # queued before the message exists, so a fast worker never overtakes the status
+        new = await self.status.claim_new(
+            self.lane, [(env.data.bookingId, env.jobId, env.published_at) for env in envelopes]
+        )
+        fresh = [env for env in envelopes if env.data.bookingId in new]
+        job_ids = await self._publish_fresh(fresh, **options) if fresh else {}
+        known = [env.data.bookingId for env in envelopes if env.data.bookingId not in new]
+        job_ids |= await self.status.job_ids(self.lane, known) if known else {}
+        return [job_ids[b.bookingId] for b in bookings]
+
+    async def _publish_fresh(self, envelopes: list[Envelope], **options: Any) -> dict[str, str]:
+        """Send bookings just claimed as queued; their job ids by booking id."""
+        try:
+            ids = await self._publish(
+                [(env.jobId, env.data.hotelId, env.to_json()) for env in envelopes], **options
             )
-        await pipe.execute()
-        ids = await self._publish([(env.jobId, env.data.hotelId, env.to_json()) for env in envelopes], **options)
+        except Exception:
+            # The broker refused: a retry must publish them. (A cancelled publish keeps its
+            # claim: the send may still land, and a retry then answers the job id.)
+            await self.status.release(self.lane, [env.data.bookingId for env in envelopes])
+            raise
+        job_ids = {env.data.bookingId: job_id for env, job_id in zip(envelopes, ids, strict=True)}
+        await self.status.name_job_ids(self.lane, job_ids)
         await self.metrics.incr(self.lane, "published", len(envelopes))
-        return ids
+        return job_ids
 
     async def publish_raw(self, payload: str, *, key: str = "raw") -> str:
         """Publish bytes that may not be a valid job at all: for poison-message lessons."""

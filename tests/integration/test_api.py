@@ -184,6 +184,22 @@ async def test_twenty_parallel_posts_with_one_key_make_one_booking(client, lab, 
     assert {k: after[k] - before[k] for k in after} == {k: 1 for k in after}
 
 
+async def test_a_stale_pending_key_resumes_without_publishing_again(client, lab, kafka_ends):
+    headers = {"Idempotency-Key": "owner-died"}
+    first = await client.post("/api/bookings", json=body(), headers=headers)
+    assert first.status_code == 202
+    before = await enqueued(lab, kafka_ends)
+    # The owner published every lane, then died before recording it: a stale `pending`.
+    record = json.loads(await lab.redis.get("lab:api:idem:owner-died"))
+    record.update(state="pending", jobs={}, since=record["since"] - 3600)
+    await lab.redis.set("lab:api:idem:owner-died", json.dumps(record))
+
+    retry = await client.post("/api/bookings", json=body(), headers=headers)
+    assert retry.status_code == 202, retry.text
+    assert retry.json() == first.json()  # the same booking and the original job ids
+    assert await enqueued(lab, kafka_ends) == before
+
+
 async def test_kafka_down_is_503_naming_it_and_a_retry_completes_the_fan_out(client, lab, settings, kafka_ends):
     # A real "down" broker: nothing listens on this port.
     down_settings = settings.with_(kafka_bootstrap=f"127.0.0.1:{free_port()}")
