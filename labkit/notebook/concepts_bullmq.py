@@ -10,12 +10,15 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from bullmq import Job, Queue, QueueEvents, Worker
 
+from labkit import names
+from labkit.kafka_admin import consumer_label
 from labkit.settings import Settings
 from labkit.text import as_text as _text
 
@@ -188,3 +191,11 @@ async def progress_events(
         finally:
             await events.close()
     return {"reported": list(steps), "heard": heard}
+
+
+# -- competing workers -------------------------------------------------------------------------
+async def takers(redis, job_ids: list[str], queue: str = names.QUEUE) -> dict[str, int]:
+    """Which worker took each job: BullMQ writes the worker's name into the job hash (`pb`,
+    processedBy) when it moves the job to active; the lab names workers `<host>-<pid>-<id>`."""
+    names_seen = [_text(await redis.hget(f"bull:{queue}:{job_id}", "pb")) for job_id in job_ids]
+    return dict(Counter(consumer_label(n) for n in names_seen if n))
