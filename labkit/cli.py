@@ -24,6 +24,8 @@ from rich.table import Table
 
 from labkit.api.health import BrokerProbe
 from labkit.backends import UnknownBackend, lanes_of
+from labkit.bench.cli import bench_app
+from labkit.chaos.cli import chaos_app
 from labkit.faults import FaultSpecError, FaultStore
 from labkit.infra.cli import infra_app
 from labkit.lab import Lab
@@ -36,6 +38,8 @@ dlq_app = typer.Typer(help="Dead-letter queues: list and redrive", no_args_is_he
 faults_app = typer.Typer(help="Failure injection, live while workers run", no_args_is_help=True)
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(faults_app, name="faults")
+app.add_typer(bench_app, name="bench")
+app.add_typer(chaos_app, name="chaos")
 console = Console(width=None if Console().is_terminal else 160)
 err = Console(stderr=True)  # errors and progress: stdout stays clean for --json and pipes
 log = logging.getLogger("labkit.worker")
@@ -108,8 +112,9 @@ async def worker(
 ) -> None:
     """Run one worker process for a lane. SIGTERM finishes in-flight jobs, then exits. When
     Redis or Kafka goes away it says so once and reconnects with backoff instead of exiting."""
-    level = os.environ.get("LABKIT_LOG_LEVEL", "WARNING").upper()
-    logging.basicConfig(level=level, format="%(asctime)s %(name)s %(message)s")
+    # One INFO line per job from the lab (a story in the worker's log); clients stay quiet.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("labkit").setLevel(os.environ.get("LABKIT_LOG_LEVEL", "INFO").upper())
     lane = backend.value
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -282,24 +287,3 @@ def api(
     from labkit.api.app import create_app
 
     uvicorn.run(create_app(Settings.from_env()), host=host, port=port, log_level="warning")
-
-
-@app.command()
-@friendly
-async def bench(
-    count: Annotated[int, typer.Option(min=10, help="bookings per lane through the lab")] = 500,
-    raw_count: Annotated[int, typer.Option(min=100, help="messages for the raw clients")] = 20000,
-    concurrency: Annotated[int, typer.Option(min=1)] = 16,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
-) -> None:
-    """Jobs/s per lane (time_scale 0, one worker process) beside the raw client's rate."""
-    from labkit.bench import run
-
-    results = await run(Settings.from_env(), count=count, raw_count=raw_count, concurrency=concurrency)
-    if as_json:
-        print(json.dumps([r.__dict__ for r in results], indent=2))
-        return
-    table = Table("lane", "lab jobs/s (1 worker process)", "raw client msgs/s", "raw client does")
-    for r in results:
-        table.add_row(r.lane, f"{r.lab_jobs_per_s:,.0f}", f"{r.raw_per_s:,.0f}", r.raw_what)
-    console.print(table)
