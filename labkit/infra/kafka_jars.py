@@ -166,6 +166,8 @@ def _tarball_copy(version: str, out: Path) -> None:
             with tempfile.TemporaryFile() as tgz:
                 with urllib.request.urlopen(url, timeout=20) as resp:
                     shutil.copyfileobj(resp, tgz)
+                with urllib.request.urlopen(url + ".sha512", timeout=20) as resp:
+                    verify_sha512(tgz, resp.read().decode("ascii", "replace"), name=url)
                 tgz.seek(0)
                 with tarfile.open(fileobj=tgz, mode="r:gz") as tar:
                     for member in tar.getmembers():
@@ -177,3 +179,23 @@ def _tarball_copy(version: str, out: Path) -> None:
         except (OSError, tarfile.TarError, ValueError) as exc:  # try the next source
             reasons.append(f"{url}: {exc}")
     raise InfraError("download failed (" + "; ".join(reasons) + ")")
+
+
+def published_sha512(text: str) -> str:
+    """The digest in an Apache `.sha512` file: `gpg --print-md` style (`name: ABCD EF01 …`
+    over several lines) or `sha512sum` style (`abcd…  name`)."""
+    body = text.split(":", 1)[1] if ":" in text else (text.split() or [""])[0]
+    hex_only = "".join(re.findall(r"[0-9A-Fa-f]+", body))
+    if len(hex_only) != 128:
+        raise ValueError(f"no SHA-512 digest in the published checksum ({text[:60]!r})")
+    return hex_only.lower()
+
+
+def verify_sha512(fileobj, published: str, *, name: str) -> None:
+    """Refuse a download whose SHA-512 differs from the one Apache publishes beside it."""
+    fileobj.seek(0)
+    digest = hashlib.sha512()
+    for chunk in iter(lambda: fileobj.read(1 << 20), b""):
+        digest.update(chunk)
+    if digest.hexdigest() != published_sha512(published):
+        raise ValueError(f"{name}: SHA-512 does not match the published checksum; not used")

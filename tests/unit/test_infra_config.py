@@ -210,3 +210,22 @@ def test_cluster_ids_never_start_with_a_dash() -> None:
 def test_broker_ids_is_none_when_nothing_answers() -> None:
     dead = Settings(kafka_bootstrap=f"127.0.0.1:{processes.free_port()}")
     assert kafka_admin.broker_ids(dead, timeout_s=0.5) is None
+
+
+def test_a_tarball_must_match_apaches_published_sha512(tmp_path):
+    import hashlib
+    import io
+
+    data = b"kafka jars, as downloaded"
+    digest = hashlib.sha512(data).hexdigest()
+    gpg_style = "kafka_2.13-4.1.1.tgz: " + " ".join(
+        digest[i:i + 8].upper() for i in range(0, 128, 8)
+    ).replace(" ", "\n                      ", 3)
+    sha512sum_style = f"{digest}  kafka_2.13-4.1.1.tgz\n"
+    for published in (gpg_style, sha512sum_style):
+        assert kafka_jars.published_sha512(published) == digest
+        kafka_jars.verify_sha512(io.BytesIO(data), published, name="tgz")  # no error
+    with pytest.raises(ValueError, match="does not match"):
+        kafka_jars.verify_sha512(io.BytesIO(data + b"!"), sha512sum_style, name="tgz")
+    with pytest.raises(ValueError, match="no SHA-512"):
+        kafka_jars.published_sha512("<html>not found</html>")
