@@ -26,6 +26,7 @@ from labkit.notebook import charts
 from labkit.notebook.background import task_group
 from labkit.settings import LANES
 from labkit.status import TERMINAL, State
+from labkit.workers import PoolClosed
 
 BOARD_FIELDS = ("completed", "in flight", "retrying", "rejected", "dead-lettered", "DLQ", "lag", "workers")
 _plotly_ready = False
@@ -252,10 +253,18 @@ async def booking_statuses(lab, booking_ids: Iterable[str], lanes: Sequence[str]
 
 # -- controls ----------------------------------------------------------------------------------
 def workers_slider(pool, *, max_workers: int = 6, description: str | None = None) -> w.IntSlider:
-    """Drag to start or stop worker processes of `pool` (WorkerPool.scale)."""
+    """Drag to start or stop worker processes of `pool` (WorkerPool.scale). Once the pool has
+    stopped (its cell ended) the slider disables itself: it never spawns unmanaged workers."""
     slider = w.IntSlider(value=pool.size, min=0, max=max_workers,
                          description=description or f"{pool.lane} workers", continuous_update=False)
-    slider.observe(lambda change: pool.scale(change["new"]), names="value")
+
+    def changed(change: dict[str, Any]) -> None:
+        try:
+            pool.scale(change["new"])
+        except PoolClosed:
+            slider.disabled, slider.description = True, "pool stopped"
+
+    slider.observe(changed, names="value")
     return slider
 
 

@@ -155,3 +155,20 @@ def test_booking_counters_read_per_lane_totals_from_metrics_text():
     )
     assert lessons.booking_counters(text) == {"kafka": {"completed": 7.0, "retried": 2.0},
                                               "streams": {"retried": 1.0}}
+
+
+def test_redacted_url_hides_only_the_password():
+    from labkit.notebook.session import redacted_url
+
+    assert redacted_url("redis://:s3cret@host:6380/0") == "redis://:***@host:6380/0"
+    assert redacted_url("redis://app:s3cret@host/1") == "redis://app:***@host/1"
+    assert redacted_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_lesson_workload_books_its_own_hotels():
+    from labkit.notebook.session import LessonWorkload
+
+    one, two = LessonWorkload(seed=1), LessonWorkload(seed=1)
+    hotels = {b.hotelId for b in one.bookings(50)}
+    assert hotels <= set(one.rooms) and not hotels & set(two.rooms)
+    assert [b.nights for b in one.bookings(5)] == [b.nights for b in two.bookings(5)]  # same seed, same stays

@@ -140,6 +140,17 @@ def test_workers_slider_scales_the_pool():
     assert pool.scaled == [3]
 
 
+def test_workers_slider_disables_itself_once_its_pool_stopped():
+    from labkit.settings import Settings
+    from labkit.workers import WorkerPool
+
+    pool = WorkerPool("streams", settings=Settings())
+    pool.close()  # what leaving `async with lab.workers(...)` does
+    slider = widgets.workers_slider(pool)
+    slider.value = 2
+    assert slider.disabled and pool.pids == []
+
+
 def test_kafka_partition_for_matches_the_java_client():
     # murmur2 of the key, positive, mod the partition count (values from Kafka's own partitioner)
     assert kafka_admin.partition_for("hotel-001", 6) == (4966700 & 0x7FFFFFFF) % 6
