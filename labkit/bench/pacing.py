@@ -39,3 +39,22 @@ async def paced(
         if wait_s > 0:
             await sleep(wait_s)
         yield index, intended_at
+
+
+def stalled_service(
+    rate_per_s: float, duration_s: float, *, service_s: float, stall_at_s: float, stall_s: float
+) -> tuple[list[float], list[float]]:
+    """A server answering in `service_s`, frozen for `stall_s` at `stall_at_s`, probed at
+    `rate_per_s` for `duration_s`: (latencies a closed-loop client records, latencies from
+    the intended send times). The lesson's demonstration of coordinated omission."""
+    def answered(sent_at: float) -> float:
+        start = stall_at_s + stall_s if stall_at_s <= sent_at < stall_at_s + stall_s else sent_at
+        return start + service_s
+
+    closed, now = [], 0.0
+    while now < duration_s:  # waits for each reply, so it sends nothing during the stall
+        done = answered(now)
+        closed.append(done - now)
+        now = max(done, now + 1 / rate_per_s)
+    schedule = intended_times(0.0, rate_per_s, int(duration_s * rate_per_s))
+    return closed, [latency_from_intended(at, answered(at)) for at in schedule]

@@ -31,6 +31,7 @@ class BenchConfig:
     latency_rate: float | None = None  # msgs/s; None: LATENCY_SHARE × the lab pipeline's rate
     ceiling_count: int = 50_000
     scaling_workers: tuple[int, ...] = (1, 2, 4, 8)
+    scaling_lanes: tuple[str, ...] | None = None  # None: every lane of the run
     scaling_bookings: int = 160
     scaling_time_scale: float = 0.01  # a booking's steps sleep 0.12 s: I/O-bound
     timeout_s: float = 600.0
@@ -98,10 +99,11 @@ async def run(settings: Settings, config: BenchConfig, *, progress: Progress | N
                 "latency": latency.summary() | {"rate_per_s": rate},
             }
             say(f"{lane} {layer.layer}", results())
-        lane_result.scaling = [p.as_dict() for p in await scaling_curve(
-            settings, lane, workers=config.scaling_workers, bookings=config.scaling_bookings,
-            time_scale=config.scaling_time_scale, timeout_s=config.timeout_s)]
-        say(f"{lane} scaling", results())
+        if lane in (config.scaling_lanes or config.lanes):
+            lane_result.scaling = [p.as_dict() for p in await scaling_curve(
+                settings, lane, workers=config.scaling_workers, bookings=config.scaling_bookings,
+                time_scale=config.scaling_time_scale, timeout_s=config.timeout_s)]
+            say(f"{lane} scaling", results())
     return results()
 
 

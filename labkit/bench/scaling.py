@@ -54,11 +54,12 @@ async def scaling_curve(
     return points
 
 
-def non_decreasing_until(points: list[Point], cores: int, *, tolerance: float = 0.1) -> bool:
-    """Each point up to `cores` workers moves at least (1 - tolerance) × the one before: what
-    an I/O-bound curve must do on any machine (beyond the cores, CPU may bend it down)."""
-    within = [p for p in sorted(points, key=lambda p: p.workers) if p.workers <= max(cores, 1)]
-    return all(b.per_s >= a.per_s * (1 - tolerance) for a, b in itertools.pairwise(within))
+def non_decreasing_until(points: list[dict], cores: int, *, tolerance: float = 0.1) -> bool:
+    """Each point (`Point.as_dict()`) up to `cores` workers moves at least (1 - tolerance) ×
+    the one before: what an I/O-bound curve does on any machine; beyond the cores the lab's
+    own CPU per booking may bend it down, so those points are not judged."""
+    within = [p for p in sorted(points, key=lambda p: p["workers"]) if p["workers"] <= max(cores, 1)]
+    return all(b["per_s"] >= a["per_s"] * (1 - tolerance) for a, b in itertools.pairwise(within))
 
 
 async def _checked_in(lab: Lab, lane: str, count: int) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from labkit.bench.histogram import LatencyHistogram
-from labkit.bench.pacing import intended_times, latency_from_intended, paced
+from labkit.bench.pacing import intended_times, latency_from_intended, paced, stalled_service
+from labkit.bench.scaling import non_decreasing_until
 from labkit.bench.stats import Repeated, ratio
 
 
@@ -81,3 +82,20 @@ def test_repeated_runs_report_median_and_spread_and_ratios_of_medians():
     assert ratio(Repeated((45.0, 50.0, 55.0)), runs) == 0.5
     assert ratio(None, runs) is None and ratio(runs, Repeated((0.0, 0.0, 0.0))) is None
     assert runs.as_dict()["median"] == 100.0
+
+
+def test_a_closed_loop_client_records_one_slow_sample_for_a_stall_the_open_loop_sees_whole():
+    closed, open_loop = stalled_service(100, 10.0, service_s=0.001, stall_at_s=5.0, stall_s=1.0)
+    closed_hist, open_hist = LatencyHistogram().record_all(closed), LatencyHistogram().record_all(open_loop)
+    assert sum(1 for c in closed if c > 0.5) == 1  # the stall, as one sample
+    assert sum(1 for o in open_loop if o > 0.5) == 51  # those due at 5.00 … 5.50 s waited > 0.5 s
+    assert closed_hist.percentile(99) < 0.01
+    assert open_hist.percentile(99) > 0.5
+    assert open_hist.max_s == pytest.approx(1.001, rel=0.01) == closed_hist.max_s
+
+
+def test_the_scaling_check_judges_points_up_to_the_cores_only():
+    curve = [{"workers": w, "per_s": r} for w, r in ((1, 8.0), (2, 15.5), (4, 12.0), (8, 6.0))]
+    assert non_decreasing_until(curve, cores=2)
+    assert not non_decreasing_until(curve, cores=4)  # 4 workers moved fewer than 2
+    assert non_decreasing_until([{"workers": 2, "per_s": 7.5}, {"workers": 1, "per_s": 8.0}], cores=2)  # within 10 %
