@@ -42,6 +42,7 @@ class ServiceStatus:
     controller_port: int | None = None
     pid: int | None = None
     log: str | None = None
+    warning: str | None = None  # e.g. Redis close to maxmemory
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -284,6 +285,7 @@ def _redis_status(settings: Settings) -> ServiceStatus:
     host, port = settings.redis_host_port
     pid = redis_server.managed_pid(settings)
     version = redis_server.version(settings)
+    used = redis_server.memory(settings) if version is not None else None
     return ServiceStatus(
         service="redis",
         version=version,
@@ -293,6 +295,7 @@ def _redis_status(settings: Settings) -> ServiceStatus:
         managed=pid is not None,
         healthy=version is not None,
         log=str(Paths.of(settings).redis_log) if pid is not None else None,
+        warning=redis_server.memory_warning(*used) if used else None,
     )
 
 

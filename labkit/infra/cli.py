@@ -159,6 +159,9 @@ def status(
             "[green]yes[/green]" if r.healthy else "[red]no[/red]",
         )
     out.print(table)
+    for r in rows:
+        if r.warning:
+            err.print(f"[yellow]warning:[/yellow] {r.service}: {r.warning}", highlight=False)
     out.print(f"logs: {settings.home.expanduser().resolve() / 'logs'}  (`labkit infra logs`)")
 
 

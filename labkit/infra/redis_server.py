@@ -15,6 +15,9 @@ from labkit.infra.layout import LOOPBACK, Paths
 from labkit.infra.progress import QUIET, Progress
 from labkit.settings import Settings
 
+MAXMEMORY = "1gb"  # the lab's Redis; an external one keeps its own setting
+MEMORY_WARN_SHARE = 0.8  # `infra status` warns past this share of maxmemory
+UNBOUNDED_WARN_BYTES = 1 << 30  # …or past 1 GiB when Redis has no maxmemory
 INSTALL_HINT = "apt-get install -y redis-server"
 
 
@@ -71,7 +74,9 @@ def render_config(*, port: int, paths: Paths) -> str:
             f"pidfile {paths.redis_pid}",
             "appendonly yes",
             "appendfsync everysec",
-            # Queues must never lose jobs to eviction; a full Redis should fail loudly instead.
+            # Queues must never lose jobs to eviction; a full Redis should fail loudly instead,
+            # at a bound we chose rather than when the machine runs out (`infra status` warns).
+            f"maxmemory {MAXMEMORY}",
             "maxmemory-policy noeviction",
             "save 60 1000",
             "",
@@ -128,6 +133,27 @@ def ping(settings: Settings) -> bool:
             return bool(r.ping())
     except (redis.RedisError, OSError):
         return False
+
+
+def memory(settings: Settings) -> tuple[int, int] | None:
+    """(used bytes, maxmemory bytes — 0 when unbounded), or None when Redis does not answer."""
+    try:
+        with client(settings) as r:
+            info = r.info("memory")
+            return int(info["used_memory"]), int(info.get("maxmemory", 0))
+    except (redis.RedisError, OSError, KeyError):
+        return None
+
+
+def memory_warning(used: int, limit: int) -> str | None:
+    """Say so when Redis is near the point where it refuses writes (noeviction)."""
+    bound = limit or UNBOUNDED_WARN_BYTES
+    if used < MEMORY_WARN_SHARE * bound:
+        return None
+    what = f"{used / 2**20:.0f} MiB of maxmemory {limit / 2**20:.0f} MiB" if limit else (
+        f"{used / 2**20:.0f} MiB with no maxmemory")
+    return (f"Redis uses {what}: at maxmemory it refuses writes (noeviction). Let finished "
+            "bookings expire (LABKIT_RETENTION_S), redrive or drop dead letters, or raise maxmemory.")
 
 
 def version(settings: Settings) -> str | None:

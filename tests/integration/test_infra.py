@@ -107,6 +107,7 @@ def test_status_shows_both_brokers_healthy_on_our_ports(lab: Lab) -> None:
     redis_row, kafka_row = by_name["redis"], by_name["kafka"]
     assert redis_row["healthy"] and redis_row["managed"]
     assert redis_row["version"].startswith("7.")
+    assert redis_row["warning"] is None  # a fresh lab is far from maxmemory
     assert (redis_row["host"], redis_row["port"]) == ("127.0.0.1", lab.redis_port)
     assert kafka_row["healthy"] and kafka_row["managed"]
     assert kafka_row["version"].startswith("4.")
@@ -136,6 +137,7 @@ def test_outside_clients_see_topics_and_pong(lab: Lab) -> None:
         assert r.ping() is True
         assert r.config_get("appendonly") == {"appendonly": "yes"}
         assert r.config_get("maxmemory-policy") == {"maxmemory-policy": "noeviction"}
+        assert r.config_get("maxmemory") == {"maxmemory": str(1 << 30)}
 
 
 def test_second_up_starts_nothing(lab: Lab) -> None:

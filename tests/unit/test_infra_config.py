@@ -96,6 +96,7 @@ def test_redis_config(tmp_path: Path) -> None:
         "port 16379",
         "appendonly yes",
         "appendfsync everysec",
+        "maxmemory 1gb",
         "maxmemory-policy noeviction",
         f"dir {paths.redis_dir}",
         f"logfile {paths.logs / 'redis.log'}",
@@ -229,3 +230,11 @@ def test_a_tarball_must_match_apaches_published_sha512(tmp_path):
         kafka_jars.verify_sha512(io.BytesIO(data + b"!"), sha512sum_style, name="tgz")
     with pytest.raises(ValueError, match="no SHA-512"):
         kafka_jars.published_sha512("<html>not found</html>")
+
+
+def test_redis_memory_warning_names_the_way_out():
+    gib = 1 << 30
+    assert redis_server.memory_warning(100 << 20, gib) is None
+    near = redis_server.memory_warning(int(0.9 * gib), gib)
+    assert near and "maxmemory 1024 MiB" in near and "LABKIT_RETENTION_S" in near
+    assert redis_server.memory_warning(2 * gib, 0) and "no maxmemory" in redis_server.memory_warning(2 * gib, 0)
