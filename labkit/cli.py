@@ -31,6 +31,7 @@ from labkit.infra.cli import infra_app
 from labkit.lab import Lab
 from labkit.processes import Backoff
 from labkit.settings import LANES, Settings, SettingsError
+from labkit.workers import PARENT_PID_ENV
 
 app = typer.Typer(help="Booking Queue Lab", no_args_is_help=True, add_completion=False)
 app.add_typer(infra_app, name="infra")
@@ -126,8 +127,21 @@ async def worker(
             await lab.backend(lane).run_worker(concurrency=concurrency, stop=stop, burst=burst)
 
     console.print(f"[green]▶[/green] {lane} worker pid={os.getpid()} concurrency={concurrency}")
-    await run_through_outages(run_once, stop=stop, lane=lane)
+    async with anyio.create_task_group() as tg:
+        if os.environ.get(PARENT_PID_ENV):
+            tg.start_soon(stop_when_orphaned, int(os.environ[PARENT_PID_ENV]), stop)
+        await run_through_outages(run_once, stop=stop, lane=lane)
+        tg.cancel_scope.cancel()
     console.print(f"[blue]■[/blue] {lane} worker stopped")
+
+
+async def stop_when_orphaned(parent_pid: int, stop: asyncio.Event, *, every_s: float = 1.0) -> None:
+    """A pool's worker stops gracefully once the process that started it is gone (a notebook
+    kernel killed outright runs no cleanup); workers started by hand set no parent."""
+    while os.getppid() == parent_pid:
+        await anyio.sleep(every_s)
+    log.warning("worker pid=%s: its pool's process %s is gone; stopping", os.getpid(), parent_pid)
+    stop.set()
 
 
 async def run_through_outages(

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 STOP_TIMEOUT_S = 60.0  # a graceful stop waits this long for in-flight jobs, then kill -9
 WATCH_EVERY_S = 0.2
 
+PARENT_PID_ENV = "LABKIT_POOL_PID"  # a pool worker stops when this process is gone
+
 
 class PoolClosed(RuntimeError):
     """The pool's `with` block has ended: it starts no more worker processes."""
@@ -184,7 +186,8 @@ class WorkerPool:
             [sys.executable, "-m", "labkit", "worker", "--backend", self.lane,
              "--concurrency", str(self.concurrency)],
             log_path=self.settings.home / "logs" / f"worker-{self.lane}-{time.time_ns()}.log",
-            env={**os.environ, **self.settings.env()},
+            # the worker stops by itself if this process dies without stopping the pool
+            env={**os.environ, **self.settings.env(), PARENT_PID_ENV: str(os.getpid())},
         )
         worker = Worker(child, backoff)
         self._workers.append(worker)

@@ -70,3 +70,36 @@ async def test_a_deliberate_kill_stays_dead_unless_restart_is_asked(lab):
         await eventually(lambda: pool.restarts == 1 and pool.size == 1)
         assert stays_dead not in pool.pids and comes_back not in pool.pids
         assert pool.exit_codes()[stays_dead] == pool.exit_codes()[comes_back] == -9
+
+
+ORPHANING_PARENT = """
+import sys, time
+from labkit.settings import Settings
+from labkit.workers import WorkerPool
+pool = WorkerPool("streams", settings=Settings.from_env())
+print(pool.start(1)[0], flush=True)
+time.sleep(600)  # killed with SIGKILL by the test: no cleanup runs
+"""
+
+
+async def test_a_pool_worker_stops_when_its_parent_is_killed_outright(lab):
+    """A notebook kernel killed with SIGKILL runs no cleanup: its workers must not live on."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    parent = subprocess.Popen([sys.executable, "-c", ORPHANING_PARENT], stdout=subprocess.PIPE,
+                              env={**os.environ, **lab.settings.env()}, text=True)
+    try:
+        worker_pid = int(await anyio.to_thread.run_sync(parent.stdout.readline))
+        assert psutil.pid_exists(worker_pid)
+    finally:
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        parent.stdout.close()
+    worker = psutil.Process(worker_pid)
+    await anyio.to_thread.run_sync(lambda: worker.wait(timeout=30))  # raises if it lives on
+    assert not worker.is_running()
