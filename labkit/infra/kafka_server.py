@@ -64,6 +64,9 @@ def render_properties(node: KafkaNode, *, nodes: Sequence[KafkaNode]) -> str:
         "auto.create.topics.enable": "false",
         # Lab-speed rebalances: no 3 s join delay, and consumers may use short sessions.
         "group.initial.rebalance.delay.ms": 0,
+        # A short-retention topic visibly loses old segments within seconds (the retention
+        # lesson), not after the 5-minute default check; the lab's own topics keep theirs.
+        "log.retention.check.interval.ms": 1000,
         "group.min.session.timeout.ms": 1000,
         "log.retention.hours": 168,
         "log.segment.bytes": 64 * 1024 * 1024,

@@ -60,6 +60,7 @@ def test_single_node_properties(tmp_path: Path) -> None:
     assert p["advertised.listeners"] == "PLAINTEXT://127.0.0.1:9092"
     assert p["auto.create.topics.enable"] == "false"
     assert p["group.initial.rebalance.delay.ms"] == "0"
+    assert p["log.retention.check.interval.ms"] == "1000"
     assert p["group.min.session.timeout.ms"] == "1000"
     assert p["num.partitions"] == "6"
     assert p["offsets.topic.replication.factor"] == "1"
