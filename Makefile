@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TEST_ENV := LABKIT_REDIS_URL=redis://127.0.0.1:6391/0 LABKIT_KAFKA_BOOTSTRAP=127.0.0.1:9192 LABKIT_HOME=$(CURDIR)/.lab-test
 PYTEST_ARGS ?=
 
-.PHONY: lab test up down status notebooks bench system venv clean
+.PHONY: lab test up down status notebooks bench chaos system venv clean
 
 system:
 	@scripts/system-deps.sh
@@ -32,12 +32,19 @@ lab: up
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	$(BIN)/jupyter lab --ServerApp.ip=127.0.0.1 --ServerApp.port=8888 --ServerApp.root_dir=notebooks
 
+# Broker tests (unit, integration with the chaos matrix at CI size, the Binder rehearsal); then,
+# on a lab made messy the way a learner leaves it, every lesson under papermill and nbval and
+# the real-browser test. PYTEST_ARGS narrows the first step and skips the rest.
 test: system venv
 	@$(TEST_ENV) $(BIN)/labkit infra up
 	@status=0; \
-	$(TEST_ENV) $(BIN)/pytest $(PYTEST_ARGS) || status=$$?; \
+	$(TEST_ENV) $(BIN)/pytest $(or $(PYTEST_ARGS),tests/unit tests/integration tests/binder) || status=$$?; \
 	if [ -z "$(PYTEST_ARGS)" ]; then \
+	  $(TEST_ENV) $(BIN)/python -m labkit.notebook.used_lab || status=$$?; \
+	  $(TEST_ENV) $(BIN)/pytest tests/notebooks || status=$$?; \
 	  $(TEST_ENV) $(BIN)/pytest --nbval-lax --nbval-cell-timeout=240 notebooks/ || status=$$?; \
+	  $(TEST_ENV) $(BIN)/pytest tests/browser || status=$$?; \
+	  $(TEST_ENV) $(BIN)/python -m labkit.notebook.used_lab --stop >/dev/null; \
 	fi; \
 	$(TEST_ENV) $(BIN)/labkit infra down; \
 	exit $$status
@@ -47,6 +54,10 @@ notebooks: up
 
 bench: up
 	$(BIN)/labkit bench
+
+# The whole fault matrix on the lab's brokers (the three-broker scenarios on their own ports).
+chaos: up
+	$(BIN)/labkit chaos --scenario all --bookings 200
 
 clean:
 	rm -rf build .lab-test

@@ -23,15 +23,21 @@ import subprocess
 import sys
 from pathlib import Path
 
+import anyio
+
 from labkit import processes
 from labkit.lab import Lab
+from labkit.notebook.backlog import BACKLOG_LEFT, backlog
 from labkit.settings import LANES, Settings
 from labkit.workload import Workload
 
 PIDS_FILE = "used-lab-workers.json"
-BACKLOG = 1200
+# Sized so the whole mess takes under a minute and the first lesson's drain (backlog.drain)
+# a few seconds: thousands of bookings in history, a few hundred still queued per lane.
+BACKLOG = 300
 PUBLISH_ROUNDS = 2
-PUBLISH_COUNT = 1000
+PUBLISH_COUNT = 500
+WORKED_OFF_S = 40.0  # how long the learner's workers get before some are killed mid-flight
 MESSY_SETTINGS = {"time_scale": 0.001, "backoff_base_s": 0.05, "max_attempts": 3}
 LEFT_OVER_LESSON_FAULTS = ["pdf.latency_s=2.0"]
 LEARNER_FAULTS = ["payment.fail_rate=0.2"]
@@ -44,8 +50,8 @@ def labkit_cli(*args: str, env: dict[str, str]) -> None:
 
 
 async def publish_with_faults(lab: Lab, env: dict[str, str]) -> str:
-    """A poison booking, then `labkit publish --backend all --count 1000` a few times, while
-    workers run; then kill -9 one worker of each lane mid-flight (locks held, entries pending,
+    """A poison booking, then `labkit publish --backend all --count 500` a few times, while
+    workers run; once most of it is processed, kill -9 one worker of each lane mid-flight (locks held, entries pending,
     offsets uncommitted). Returns the poison's id: it fails every attempt, so it ends
     dead-lettered (or is still queued, behind what an earlier mess left)."""
     poison = Workload(seed=99).bookings(1)[0]
@@ -55,7 +61,9 @@ async def publish_with_faults(lab: Lab, env: dict[str, str]) -> str:
         for round_ in range(PUBLISH_ROUNDS):
             await asyncio.to_thread(labkit_cli, "publish", "--backend", "all", "--count",
                                     str(PUBLISH_COUNT), "--seed", str(round_), env=env)
-        await asyncio.sleep(3)
+        with anyio.move_on_after(WORKED_OFF_S):  # most of it processed, as a learner's would be
+            while any(n > BACKLOG_LEFT for n in (await backlog(lab)).values()):
+                await anyio.sleep(1.0)
         for lane in LANES:
             await workers[lane].kill_async()
     return poison.bookingId
