@@ -3,11 +3,14 @@
 How retries work here (there is no broker-side scheduler):
 - A worker heartbeats its in-flight entries (XCLAIM … JUSTID resets their idle time
   without counting a delivery), so a busy entry never looks abandoned.
-- A failed entry stays pending and is handed to the parking consumer `retry` (again JUSTID).
-  It becomes due once its idle time passes the backoff for its delivery count.
-- An entry of any other consumer idle longer than `stale_after_s` belongs to a dead worker.
-- Due entries are found with XPENDING … IDLE (XAUTOCLAIM's reply has no delivery counts)
-  and taken with XCLAIM, which counts the delivery: the delivery count is the attempt.
+- A failed entry stays pending and is handed to the parking consumer `retry` (again JUSTID),
+  its due time in a sorted set: the earliest due retries come first, whatever their ids.
+- An entry of any other consumer idle longer than `stale_after_s` belongs to a dead worker:
+  each consumer's pending list is asked on its own, so no retry backlog hides it.
+- Due entries are taken with XCLAIM, which counts the delivery: the delivery count is the
+  attempt (read with XPENDING; XAUTOCLAIM's reply has no delivery counts).
+- Nothing is trimmed at publish: workers now and then trim entries every group is done
+  with (XTRIM MINID), and forget consumers of workers long gone (XGROUP DELCONSUMER).
 """
 
 from __future__ import annotations
@@ -29,17 +32,20 @@ from labkit.text import as_text as _s
 
 log = logging.getLogger(__name__)
 RETRY_CONSUMER = "retry"
-RETRY_AT_KEY = "lab:streams:retry-at"  # entry id → when its parked retry is due (epoch s)
-STREAM_MAXLEN = 100_000  # approximate trimming keeps the log bounded, as a lesson shows
+RETRY_DUE_KEY = "lab:streams:retry-due"  # sorted set: parked entry id, scored by due time (epoch s)
+STREAM_MAXLEN = 100_000  # above this length a worker trims what every group has finished
+DLQ_MAXLEN = 10_000  # the newest letters kept (approximately): the learner's evidence
+HOUSEKEEPING_S = 30.0  # how often a worker trims the stream and forgets gone consumers
+CONSUMER_GONE_MS = 10 * 60_000  # a consumer silent this long with nothing pending is forgotten
 BLOCK_MS = 200
 JOB_FIELD = b"job"
 # The letter, then the ack, or neither: a script stops at its first error, where MULTI would
 # still ack an entry whose letter failed (WRONGTYPE, OOM) and lose it.
 _DEAD_LETTER = """
-redis.call('XADD', KEYS[2], '*', 'job', ARGV[3], 'reason', ARGV[4], 'attempts', ARGV[5],
-  'source', ARGV[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'job', ARGV[3], 'reason', ARGV[4],
+  'attempts', ARGV[5], 'source', ARGV[1])
 redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])
-redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
 """
 
 
@@ -84,18 +90,58 @@ class StreamsBackend(Backend):
                 raise
 
     async def _publish(self, messages: list[tuple[str, str, str]], **options: Any) -> list[str]:
+        """`maxlen`: trim the stream toward that length afterwards, as far as it is safe."""
         pipe = self.redis.pipeline(transaction=False)
         for job_id, _key, payload in messages:
-            pipe.xadd(
-                names.STREAM, {"job": payload, "jobId": job_id},
-                maxlen=options.get("maxlen", STREAM_MAXLEN), approximate=True,
-            )
-        return [_s(i) for i in await pipe.execute()]
+            pipe.xadd(names.STREAM, {"job": payload, "jobId": job_id})
+        ids = [_s(i) for i in await pipe.execute()]
+        if options.get("maxlen") is not None:
+            await self.trim(options["maxlen"])
+        return ids
+
+    async def trim(self, maxlen: int = STREAM_MAXLEN) -> int:
+        """Trim a stream longer than `maxlen`, but only entries every group has read and
+        acked (MAXLEN would delete work nobody has seen). Returns how many went."""
+        if await self.redis.xlen(names.STREAM) <= maxlen:
+            return 0
+        floor = await self._finished_below()
+        if floor is None:
+            return 0
+        return await self.redis.xtrim(names.STREAM, minid=floor, approximate=True)
+
+    async def _finished_below(self) -> str | None:
+        """The id below which every group has acked every entry; None without a group
+        (a group created later, at id 0, will want them all)."""
+        groups = await self.redis.xinfo_groups(names.STREAM)
+        if not groups:
+            return None
+        floors = []
+        for group in groups:
+            ms, seq = _s(group["last-delivered-id"]).split("-")
+            floors.append((int(ms), int(seq) + 1))  # just above what it has read
+            oldest = (await self.redis.xpending(names.STREAM, group["name"]))["min"]
+            if oldest:
+                ms, seq = _s(oldest).split("-")
+                floors.append((int(ms), int(seq)))
+        ms, seq = min(floors)
+        return f"{ms}-{seq}"
+
+    async def forget_gone_consumers(self, idle_ms: int = CONSUMER_GONE_MS) -> list[str]:
+        """Delete the group's consumers silent for `idle_ms` with nothing pending: workers
+        that are gone (each run names a new one). The parking consumer stays."""
+        gone = [
+            _s(c["name"]) for c in await self.redis.xinfo_consumers(names.STREAM, names.GROUP)
+            if c["pending"] == 0 and c["idle"] > idle_ms and _s(c["name"]) != RETRY_CONSUMER
+        ]
+        for name in gone:
+            await self.redis.xgroup_delconsumer(names.STREAM, names.GROUP, name)
+        return gone
 
     # -- consuming -------------------------------------------------------------------------
     async def _run(self, *, concurrency: int, stop: asyncio.Event) -> None:
         in_flight: dict[str, asyncio.Task] = {}
         heartbeat = asyncio.create_task(self._heartbeat(in_flight))
+        housekeeping = asyncio.create_task(self._housekeeping())
         try:
             while not stop.is_set():
                 free = concurrency - len(in_flight)
@@ -111,6 +157,7 @@ class StreamsBackend(Backend):
                 await asyncio.wait(list(in_flight.values()))
         finally:
             heartbeat.cancel()
+            housekeeping.cancel()
 
     async def _idle(self) -> bool:
         # Nothing pending (in flight or parked) and nothing the group has not read yet.
@@ -127,27 +174,48 @@ class StreamsBackend(Backend):
         return [(Entry(_s(i), f), 1) for _stream, entries in reply or [] for i, f in entries]
 
     async def _claim_due(self, count: int) -> list[tuple[Entry, int]]:
-        # Two views of the PEL, asked apart so neither hides the other behind a page of
-        # busy entries: entries silent for stale_after_s (their worker is presumed dead)
-        # and the parked retries.
+        # Entries of dead workers first, then the earliest due retries: asked apart, so
+        # neither waits behind the other.
         stale_ms = int(self.settings.stale_after_s * 1000)
-        page = count * 4 + 20
-        abandoned = [
-            p for p in await self.redis.xpending_range(
-                names.STREAM, names.GROUP, min="-", max="+", count=page, idle=stale_ms)
-            if _s(p["consumer"]) != RETRY_CONSUMER
-        ][:count]
-        parked = await self.redis.xpending_range(
-            names.STREAM, names.GROUP, min="-", max="+", count=page, consumername=RETRY_CONSUMER)
-        retry_at = await self._retry_times([_s(p["message_id"]) for p in parked])
-        now = time.time()
-        due = [p for p in parked if now >= retry_at.get(_s(p["message_id"]), 0)][: count - len(abandoned)]
-        batch = await self._claim(abandoned, min_idle_ms=stale_ms)
+        batch = await self._claim(await self._abandoned(count, stale_ms), min_idle_ms=stale_ms)
+        due = await self._due_retries(count - len(batch))
         if due:
             # Half the idle time we saw: a worker that claimed it a moment ago reset it to
             # ~0, so a second claimer loses the race instead of running it twice.
-            batch += await self._claim(due, min_idle_ms=min(p["time_since_delivered"] for p in due) // 2)
+            claimed = await self._claim(due, min_idle_ms=min(p["time_since_delivered"] for p in due) // 2)
+            if claimed:
+                await self.redis.zrem(RETRY_DUE_KEY, *(entry.id for entry, _a in claimed))
+            batch += claimed
         return batch
+
+    async def _abandoned(self, count: int, stale_ms: int) -> list[dict[str, Any]]:
+        """Up to `count` entries of workers silent for `stale_ms`, consumer by consumer."""
+        found: list[dict[str, Any]] = []
+        for consumer in await self.redis.xinfo_consumers(names.STREAM, names.GROUP):
+            name = _s(consumer["name"])
+            if len(found) >= count or name == RETRY_CONSUMER or not consumer["pending"]:
+                continue
+            found += await self.redis.xpending_range(
+                names.STREAM, names.GROUP, min="-", max="+", count=count - len(found),
+                consumername=name, idle=stale_ms,
+            )
+        return found
+
+    async def _due_retries(self, count: int) -> list[dict[str, Any]]:
+        """Up to `count` parked entries whose due time has come, earliest first."""
+        if count <= 0:
+            return []
+        ids = await self.redis.zrangebyscore(RETRY_DUE_KEY, "-inf", time.time(), start=0, num=count)
+        if not ids:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for entry_id in ids:
+            pipe.xpending_range(names.STREAM, names.GROUP, min=entry_id, max=entry_id, count=1)
+        pending = [p for rows in await pipe.execute() for p in rows]
+        settled = set(map(_s, ids)) - {_s(p["message_id"]) for p in pending}
+        if settled:  # acked or dead-lettered meanwhile: nothing is parked there any more
+            await self.redis.zrem(RETRY_DUE_KEY, *settled)
+        return pending
 
     async def _claim(self, pending: list[dict[str, Any]], *, min_idle_ms: int) -> list[tuple[Entry, int]]:
         if not pending:
@@ -165,22 +233,16 @@ class StreamsBackend(Backend):
                 await self._settle(Entry(missing, {}), verdict, deliveries[missing], started=time.monotonic())
         return batch
 
-    async def _retry_times(self, entry_ids: list[str]) -> dict[str, float]:
-        if not entry_ids:
-            return {}
-        values = await self.redis.hmget(RETRY_AT_KEY, entry_ids)
-        return {i: float(v) for i, v in zip(entry_ids, values, strict=True) if v is not None}
-
     async def _ack(self, entry: Entry) -> None:
         pipe = self.redis.pipeline(transaction=True)
         pipe.xack(names.STREAM, names.GROUP, entry.id)
-        pipe.hdel(RETRY_AT_KEY, entry.id)
+        pipe.zrem(RETRY_DUE_KEY, entry.id)
         await pipe.execute()
 
     async def _retry(self, entry: Entry, delay_s: float, attempt: int) -> None:
         # Park it: still pending (nothing is lost), owned by no live worker, due later.
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(RETRY_AT_KEY, entry.id, repr(time.time() + delay_s))
+        pipe.zadd(RETRY_DUE_KEY, {entry.id: time.time() + delay_s})
         pipe.xclaim(
             names.STREAM, names.GROUP, RETRY_CONSUMER, min_idle_time=0,
             message_ids=[entry.id], justid=True,
@@ -189,9 +251,18 @@ class StreamsBackend(Backend):
 
     async def _dead_letter(self, entry: Entry, reason: str, attempt: int) -> None:
         await self.redis.eval(
-            _DEAD_LETTER, 3, names.STREAM, names.STREAM_DLQ, RETRY_AT_KEY,
-            entry.id, names.GROUP, preserved(entry.job or b""), reason, attempt,
+            _DEAD_LETTER, 3, names.STREAM, names.STREAM_DLQ, RETRY_DUE_KEY,
+            entry.id, names.GROUP, preserved(entry.job or b""), reason, attempt, DLQ_MAXLEN,
         )
+
+    async def _housekeeping(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_S)
+            try:
+                await self.trim()
+                await self.forget_gone_consumers()
+            except Exception:  # a Redis blip must not end the housekeeping
+                log.warning("streams housekeeping failed; trying again later", exc_info=True)
 
     async def _heartbeat(self, in_flight: dict[str, asyncio.Task]) -> None:
         """Keep our in-flight entries' idle time low, so nobody presumes us dead."""
