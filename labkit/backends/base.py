@@ -38,6 +38,7 @@ from labkit.text import as_text as _s
 log = logging.getLogger(__name__)
 WORKER_SEEN_S = 5.0  # a worker that has not checked in for this long no longer counts
 IDLE_CHECK_S = 0.5  # how often a burst worker asks whether anything is left to do
+REDRIVE_LOCK_S = 120.0  # a redrive of 1,000 letters takes seconds; a crashed one frees the lane by then
 BASE64_PREFIX = "base64:"  # marks a letter's payload that was not UTF-8 text
 
 
@@ -294,7 +295,15 @@ class Backend(ABC):
         return await self._dlq_list(limit)
 
     async def dlq_redrive(self, limit: int = 1000) -> int:
-        """Send dead letters back to the work queue; their bookings start over as queued."""
+        """Send dead letters back to the work queue; their bookings start over as queued.
+
+        One redrive per lane at a time: two at once would both read, and republish, the
+        same letters (the second one finds them gone)."""
+        lock_key = f"{keys.PREFIX}:{self.lane}:redrive-lock"
+        async with self.redis.lock(lock_key, timeout=REDRIVE_LOCK_S, blocking_timeout=REDRIVE_LOCK_S):
+            return await self._redrive_locked(limit)
+
+    async def _redrive_locked(self, limit: int) -> int:
         letters = await self._dlq_list(limit)
         for letter in letters:
             if letter.booking_id:

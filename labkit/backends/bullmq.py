@@ -24,7 +24,8 @@ from labkit.status import TERMINAL
 log = logging.getLogger(__name__)
 BACKOFF_TYPE = "jittered-exponential"
 LAB_FAILURE = "dead-lettered by the lab: "  # marks failures the lab itself routed to the DLQ
-SWEPT_KEY = "lab:bullmq:swept"  # failed jobs the sweeper has already dead-lettered
+SWEPT_PREFIX = "lab:bullmq:swept:"  # + job id: the sweeper dead-lettered it (kept for the retention)
+FAILED_KEEP = 10_000  # BullMQ keeps the newest failed jobs only; their letters stay in the DLQ
 SWEEP_EVERY_S = 5.0  # how often a worker looks for jobs BullMQ failed by itself
 _current_job: contextvars.ContextVar[Job] = contextvars.ContextVar("bullmq_job")
 
@@ -66,6 +67,7 @@ class BullMQBackend(Backend):
             "attempts": self.settings.max_attempts,
             "backoff": {"type": BACKOFF_TYPE, "delay": int(self.settings.backoff_base_s * 1000)},
             "removeOnComplete": {"count": 50_000},
+            "removeOnFail": {"count": FAILED_KEEP},
         }
         for name in ("priority", "delay", "lifo"):
             if options.get(name) is not None:
@@ -149,14 +151,16 @@ class BullMQBackend(Backend):
     async def _sweep_failed(self) -> None:
         """Jobs BullMQ failed by itself — stalled more often than maxStalledCount, or a
         processor error outside the pipeline — still get a dead letter and a final status."""
-        failed = [(job, booking_id_of(job.data)) for job in await self.queue().getFailed(0, 199)]
+        # A job removed while we read the set comes back as None.
+        jobs = [job for job in await self.queue().getFailed(0, 199) if job is not None]
+        failed = [(job, booking_id_of(job.data)) for job in jobs]
         # the lab's own dead-letter path already handled its failures
         failed = [(job, b) for job, b in failed if b and not str(job.failedReason).startswith(LAB_FAILURE)]
         states = await self.status.many(self.lane, [b for _job, b in failed])
         for job, booking_id in failed:
             if states[booking_id] is None or states[booking_id] in TERMINAL:
                 continue
-            if not await self.redis.sadd(SWEPT_KEY, job.id):
+            if not await self.redis.set(f"{SWEPT_PREFIX}{job.id}", 1, nx=True, ex=int(self.settings.retention_s)):
                 continue  # swept before (and maybe redriven since): once is enough
             verdict = Verdict.dead(booking_id, f"failed by BullMQ: {job.failedReason}")
             await self._settle(job, verdict, job.attemptsMade, started=time.monotonic())
