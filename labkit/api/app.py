@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, HTTPException, Query, Response
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Response
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
@@ -39,6 +39,7 @@ from labkit.api.models import (
     Redriven,
     error_responses,
 )
+from labkit.api.origin import same_origin_only
 from labkit.api.snapshot import Snapshots, lane_stats
 from labkit.booking import Booking, make_booking, new_booking_id
 from labkit.lab import Lab
@@ -174,7 +175,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         letters = await services.lab.backend(lane).dlq_list(limit)
         return {"backend": lane, "letters": [letter.as_dict() for letter in letters]}
 
-    @app.post("/api/dlq/{backend}/redrive", response_model=Redriven, responses=error_responses(404, 422, 503))
+    @app.post("/api/dlq/{backend}/redrive", response_model=Redriven,
+              responses=error_responses(403, 404, 422, 503), dependencies=[Depends(same_origin_only)])
     async def dlq_redrive(backend: BackendPath, limit: Limit = 1000) -> Any:
         lane = await _available_lane(services, backend)
         return {"backend": lane, "redriven": await services.lab.backend(lane).dlq_redrive(limit)}

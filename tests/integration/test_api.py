@@ -300,6 +300,26 @@ async def test_dlq_routes(client):
     assert redriven.status_code == 200 and redriven.json() == {"backend": "streams", "redriven": 0}
 
 
+@pytest.mark.parametrize("headers", [
+    {"Origin": "https://evil.example"},
+    {"Origin": "null"},  # a sandboxed frame or a file:// page
+    {"Sec-Fetch-Site": "cross-site", "Origin": "https://evil.example"},
+    {"Sec-Fetch-Site": "same-site"},
+])
+async def test_a_redrive_from_another_site_is_refused(client, headers):
+    response = await client.post("/api/dlq/streams/redrive", headers=headers)
+    assert response.status_code == 403, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert "refused" in response.json()["detail"]
+
+
+async def test_a_redrive_from_the_dashboard_or_curl_is_allowed(client):
+    dashboard = {"Origin": "http://lab", "Sec-Fetch-Site": "same-origin"}
+    for headers in (dashboard, {}):
+        response = await client.post("/api/dlq/streams/redrive", headers=headers)
+        assert response.status_code == 200, response.text
+
+
 async def test_unknown_booking_is_404(client):
     response = await client.get("/api/bookings/bk-nobody")
     assert response.status_code == 404 and "bk-nobody" in response.json()["detail"]
