@@ -315,7 +315,8 @@ async def test_a_redrive_from_another_site_is_refused(client, headers):
 
 async def test_a_redrive_from_the_dashboard_or_curl_is_allowed(client):
     dashboard = {"Origin": "http://lab", "Sec-Fetch-Site": "same-origin"}
-    for headers in (dashboard, {}):
+    behind_a_proxy = {"Origin": "https://hub.example", "Sec-Fetch-Site": "same-origin"}
+    for headers in (dashboard, behind_a_proxy, {"Origin": "http://lab"}, {}):
         response = await client.post("/api/dlq/streams/redrive", headers=headers)
         assert response.status_code == 200, response.text
 
