@@ -60,8 +60,6 @@ class Settings(BaseSettings):
     bullmq_rate_limit_per_s: int = Field(0, ge=0)  # BullMQ's worker limiter, jobs per second; 0 = none
     idempotency: bool = True
     retention_s: float = Field(86_400.0, ge=1.0)  # a finished booking's status, history and ledger are kept this long
-    # What a Kafka worker may run side by side within one partition (LABKIT_KAFKA_ORDERING).
-    kafka_ordering: str = Field("key", pattern="^(partition|key|unordered)$")
     # The lab's topics are created with this many partitions: a fact, not a knob.
     kafka_partitions: ClassVar[int] = names.KAFKA_PARTITIONS
 

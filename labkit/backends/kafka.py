@@ -3,17 +3,11 @@
 - Producer: acks=all and idempotence (kafka-python 3.0's defaults, stated anyway).
 - Consumer: auto-commit off; an offset is committed only after its record was handled, so a
   crash means redelivery (at-least-once), never loss.
-- Concurrency beyond partitions (the Confluent Parallel Consumer idea): the worker keeps
-  polling while records are in flight and runs up to `concurrency` of them at once, also
-  within one partition. `settings.kafka_ordering` says what may overlap: `key` (default:
-  different hotels, each hotel's records in offset order), `partition` (one record of a
-  partition at a time) or `unordered`. Each partition commits only its contiguous finished
-  prefix (kafka_tracker.py); a partition is paused only when it holds its in-flight limit.
-  When partitions are revoked, their finished prefix is committed and the rest abandoned to
-  the new owner (the pipeline's effects are idempotent).
+- One partition's records are handled in offset order; partitions run side by side up to
+  `concurrency`. That is Kafka's unit of parallelism: more consumers than partitions idle.
 - Retries never block a partition: a failed record is re-published to `bookings.retry.N`
-  with a `not-before` header and its offset committed. A retry record not due yet waits in
-  flight, outside the concurrency slots.
+  with a `not-before` header and its offset committed. A retry partition whose head is not
+  due yet is paused, and resumed when it is.
 - Dead letters go to `bookings.dlq`; a separate group's committed offset marks how far the
   DLQ has been redriven.
 
@@ -31,27 +25,23 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from labkit import kafka_admin, keys, names
 from labkit.backends.base import Backend, DeadLetter, LaneStats, Verdict, booking_id_of, preserved
-from labkit.backends.kafka_tracker import OffsetTracker, Prefix, Tracked
-from labkit.settings import Settings
+from labkit.pipeline import STEPS
 
 log = logging.getLogger(__name__)
 DLQ_REDRIVE_GROUP = "booking-dlq-redrive"
 WORK_TOPICS = (names.TOPIC, *names.RETRY_TOPICS)
 POLL_TIMEOUT_MS = 200
-MAX_POLL_INTERVAL_S = 60
-MAX_POLL_RECORDS = 100
-PARTITION_IN_FLIGHT = 200  # records polled and not yet committed, per partition, before it is paused
-TRANSACTION_TIMEOUT_MS = 10_000  # a crashed worker's open transaction blocks read_committed readers this long
-RETRY_FAILED_RECORD_S = 1.0  # a record whose handling raised is tried again after this
+MIN_POLL_INTERVAL_S = 60
 DLQ_READ_TIMEOUT_S = 30.0  # reading a partition's letters to its end; an error, not a hang
 STUCK_CHECK_AFTER_S = 10.0  # a healthy join takes well under a second
+SEED_PIPELINE_S = sum(step.seed_duration_s for step in STEPS)
 EMPTY_POLLS_WHEN_IDLE = 3  # burst mode: this many empty polls in a row, then look at offsets
 # The producer sends at most 1 MiB a request: a bigger poison value is cut in its letter.
 LETTER_VALUE_MAX_BYTES = 512 * 1024
@@ -61,107 +51,24 @@ OutgoingRecord = tuple[bytes | None, bytes, list[tuple[str, bytes]]]  # key, val
 
 @dataclass
 class ConsumerSession:
-    """One membership in the group: the consumer, the one thread it may be used from, the
-    records it holds in flight, and the partitions it paused because they hold enough."""
+    """One membership in the group: the consumer, the one thread it may be used from, and
+    the retry partitions it paused until their head is due."""
 
     thread: ThreadPoolExecutor
-    tracker: OffsetTracker
-    consumer: KafkaConsumer = None  # type: ignore[assignment]  # set once subscribed
-    paused: set[TopicPartition] = field(default_factory=set)
-    rewind: dict[TopicPartition, int] = field(default_factory=dict)  # first abandoned offset, per revoked partition
+    consumer: KafkaConsumer
+    paused: dict[TopicPartition, float] = field(default_factory=dict)
     unstable_since: float | None = None  # when it left the stable group; None while stable
     empty_polls: int = 0
-    loop: asyncio.AbstractEventLoop | None = None
-    producer: KafkaProducer | None = None  # transactional: commits offsets with retries/letters
 
     async def call(self, fn, *args, **kwargs):
         """kafka-python is not thread-safe: the consumer is only ever used on its thread."""
         return await asyncio.get_running_loop().run_in_executor(self.thread, partial(fn, *args, **kwargs))
-
-    def transactions(self, settings: Settings) -> KafkaProducer:
-        """The session's transactional producer (consumer thread only). Its id is the member's
-        own; a crashed member's open transaction is aborted by the broker after its timeout."""
-        if self.producer is None:
-            self.producer = KafkaProducer(**settings.kafka_config(
-                transactional_id=f"labkit-{self.consumer.config['client_id']}",
-                transaction_timeout_ms=TRANSACTION_TIMEOUT_MS,
-            ))
-            self.producer.init_transactions()
-        return self.producer
-
-    def abort(self) -> None:
-        try:
-            self.producer.abort_transaction()
-        except Exception:  # a producer that cannot abort is replaced
-            log.warning("transaction abort failed; starting a new transactional producer", exc_info=True)
-            self.close_producer()
-
-    def close(self) -> None:
-        self.close_producer()
-        self.consumer.close()
-
-    def close_producer(self) -> None:
-        if self.producer is not None:
-            self.producer.close(timeout=5)
-            self.producer = None
-
-    def resolve(self, items: list[Tracked], error: Exception | None = None) -> None:
-        """Wake whoever waits for these records' commit, from whichever thread."""
-        for item in items:
-            if item.waiter is not None:
-                self.loop.call_soon_threadsafe(_settle_future, item.waiter, error)
 
     def note_membership(self) -> None:
         if self.consumer._coordinator.stable():  # kafka-python exposes no public membership state
             self.unstable_since = None
         elif self.unstable_since is None:
             self.unstable_since = time.monotonic()
-
-
-class Abandoned(Exception):
-    """The record's partition moved to another member before its retry or letter committed:
-    the new owner handles it again."""
-
-
-def _settle_future(future: asyncio.Future, error: Exception | None) -> None:
-    if not future.done():
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(error)
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    """Called inside `poll`, on the consumer thread: before partitions move away, commit
-    their finished prefix and abandon the rest (never commit an unfinished record)."""
-
-    def __init__(self, backend: KafkaBackend, session: ConsumerSession) -> None:
-        self.backend = backend
-        self.session = session
-
-    def on_partitions_revoked(self, revoked) -> None:
-        revoked = set(revoked)
-        if not revoked:
-            return
-        try:
-            self.backend._commit_prefixes(self.session, revoked)
-        except KafkaError as exc:  # the new owner redelivers; the effects are idempotent
-            log.info("commit on revoke not accepted (%s); the records will be redelivered", exc)
-        abandoned = self.session.tracker.revoke(revoked)
-        self.session.resolve(abandoned, Abandoned("partition revoked"))
-        self.session.paused -= revoked
-        for item in abandoned:
-            rewind = self.session.rewind
-            rewind[item.partition] = min(rewind.get(item.partition, item.offset), item.offset)
-        if abandoned:
-            log.info("partitions revoked: %d records in flight abandoned to their new owner", len(abandoned))
-
-    def on_partitions_assigned(self, assigned) -> None:
-        """A partition handed back to us keeps its fetch position (kafka-python), which is past
-        the records we abandoned: read again from the first of them."""
-        for tp in set(assigned) & set(self.session.rewind):
-            self.session.consumer.seek(tp, self.session.rewind[tp])
-        self.session.rewind.clear()
 
 
 class KafkaBackend(Backend):
@@ -176,8 +83,6 @@ class KafkaBackend(Backend):
         self._topics_ready = False
         self._checked_at = 0.0
         self._session: ConsumerSession | None = None  # while `_run` is a member of the group
-        self._slots = asyncio.Semaphore(1)  # records handled at once; `_run` sizes it
-        self._tasks: set[asyncio.Task] = set()
 
     # -- clients ---------------------------------------------------------------------------
     async def _in(self, executor: ThreadPoolExecutor, fn, *args, **kwargs):
@@ -195,9 +100,9 @@ class KafkaBackend(Backend):
     def _inspector(self, group: str) -> KafkaConsumer:
         """A consumer that never joins its group: it only reads committed and end offsets."""
         if group not in self._inspectors:
-            self._inspectors[group] = KafkaConsumer(**self.settings.kafka_config(
-                group_id=group, enable_auto_commit=False, isolation_level="read_committed"
-            ))
+            self._inspectors[group] = KafkaConsumer(
+                **self.settings.kafka_config(group_id=group, enable_auto_commit=False)
+            )
         return self._inspectors[group]
 
     async def setup(self) -> None:
@@ -237,74 +142,34 @@ class KafkaBackend(Backend):
     # -- consuming -------------------------------------------------------------------------
     async def _run(self, *, concurrency: int, stop: asyncio.Event) -> None:
         thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-consumer")
-        self._slots = asyncio.Semaphore(concurrency)
-        session = self._session = await self._join(thread)
+        session = self._session = await self._join(thread, concurrency)
         try:
-            # Poll without pause while records are in flight: the heartbeat thread keeps the
-            # session, but max_poll_interval counts between polls. On stop, keep polling
-            # (every partition paused) until what is in flight is finished and committed.
-            while not stop.is_set() or session.tracker.in_flight():
-                await session.call(_flow_control, session, stopping=stop.is_set())
+            while not stop.is_set():
+                await self._resume_due(session)
                 batch = await session.call(session.consumer.poll, timeout_ms=POLL_TIMEOUT_MS)
                 session.note_membership()
                 if await self._stuck(session):
                     # kafka-python 3.0 can hang in a join that a metadata change interrupted:
                     # the broker then drops us while we wait. Start over with a new member.
                     log.warning("consumer stuck outside a stable group; rejoining as a new member")
-                    session.resolve(session.tracker.revoke(set(session.tracker.partitions())),
-                                    Abandoned("rejoining the group"))
-                    await session.call(session.close)
-                    session = self._session = await self._join(thread)
+                    await session.call(session.consumer.close)
+                    session = self._session = await self._join(thread, concurrency)
                     continue
                 session.empty_polls = 0 if batch else session.empty_polls + 1
-                for records in batch.values():
-                    for record in records:
-                        self._track(session, record)
-                await self._commit(session)
+                if batch:
+                    sem = asyncio.Semaphore(concurrency)
+                    settled = await asyncio.gather(
+                        *(self._partition(sem, session, tp, records) for tp, records in batch.items())
+                    )
+                    await self._commit(session, dict(settled))
         finally:
             self._session = None
-            await session.call(session.close)  # leaves the group: partitions move at once
+            await session.call(session.consumer.close)  # leaves the group: partitions move at once
             thread.shutdown(wait=False)
-
-    def _track(self, session: ConsumerSession, record: ConsumerRecord) -> None:
-        item = Tracked(TopicPartition(record.topic, record.partition), record.offset, record.key, record)
-        if session.tracker.add(item):
-            self._start(session, item)
-
-    def _start(self, session: ConsumerSession, item: Tracked) -> None:
-        task = asyncio.create_task(self._work(session, item))
-        self._tasks.add(task)  # a running task must be referenced, or it may be collected
-        task.add_done_callback(self._tasks.discard)
-
-    async def _work(self, session: ConsumerSession, item: Tracked) -> None:
-        """One record, start to finish; then whoever waited behind it (same key) may start."""
-        due = _number_header(item.record, "not-before", 0.0)
-        if due > time.time():  # a retry not due yet waits outside the concurrency slots
-            await asyncio.sleep(due - time.time())
-        while session.tracker.owns(item):
-            try:
-                async with self._slots:
-                    started = time.monotonic()
-                    attempt, verdict = await self._verdict(item.record)
-                # Settled outside the slot: a retry or letter waits for its prefix's commit,
-                # and the records before it need slots to get there.
-                await self._settle(item, verdict, attempt, started=started)
-                break
-            except Abandoned:
-                break  # its new owner handles it
-            except Exception:
-                # Read it again: its delivery count grows, so it cannot fail forever.
-                log.warning("record %s failed; trying it again", _source(item.record), exc_info=True)
-                await asyncio.sleep(RETRY_FAILED_RECORD_S)
-        self._done(session, item)
-
-    def _done(self, session: ConsumerSession, item: Tracked) -> None:
-        for ready in session.tracker.finish(item):
-            self._start(session, ready)
 
     async def _idle(self) -> bool:
         session = self._session
-        if session is None or session.empty_polls < EMPTY_POLLS_WHEN_IDLE or session.tracker.in_flight():
+        if session is None or session.empty_polls < EMPTY_POLLS_WHEN_IDLE or session.paused:
             return False
         caught_up = await session.call(_caught_up, session.consumer)
         return caught_up and session.empty_polls >= EMPTY_POLLS_WHEN_IDLE  # no batch since
@@ -322,7 +187,12 @@ class KafkaBackend(Backend):
         self._checked_at = time.monotonic()  # an admin round trip: not on every poll
         return await self._in(self._inspect_thread, kafka_admin.group_state, self.settings) == "Stable"
 
-    async def _join(self, thread: ThreadPoolExecutor) -> ConsumerSession:
+    def _max_poll_interval_ms(self, concurrency: int) -> int:
+        # Worst case: the whole batch sits in one partition and runs back to back.
+        batch_s = concurrency * SEED_PIPELINE_S * self.settings.time_scale
+        return int(max(MIN_POLL_INTERVAL_S, 2 * batch_s + 30) * 1000)
+
+    async def _join(self, thread: ThreadPoolExecutor, concurrency: int) -> ConsumerSession:
         session_ms = int(self.settings.stale_after_s * 1000)
         config = self.settings.kafka_config(
             group_id=names.GROUP,
@@ -334,26 +204,50 @@ class KafkaBackend(Backend):
             session_timeout_ms=session_ms,
             heartbeat_interval_ms=max(300, session_ms // 4),
             fetch_max_wait_ms=100,  # the default 500 ms shows up as latency
-            max_poll_records=MAX_POLL_RECORDS,
-            # We poll every POLL_TIMEOUT_MS whatever is in flight, so the default bound holds.
-            max_poll_interval_ms=MAX_POLL_INTERVAL_S * 1000,
-            isolation_level="read_committed",  # retries appear once their transaction commits
+            # A rebalance waits for every member to poll again, so a poll's batch must
+            # finish well inside max_poll_interval_ms even at time_scale 1 (12 s a
+            # booking, one partition's records in order): a few records at a time.
+            max_poll_records=concurrency,
+            max_poll_interval_ms=self._max_poll_interval_ms(concurrency),
         )
-        session = ConsumerSession(thread, OffsetTracker(self.settings.kafka_ordering,
-                                                        partition_limit=PARTITION_IN_FLIGHT),
-                                  loop=asyncio.get_running_loop())
-        session.consumer = await self._in(thread, _subscribed_consumer, config, _Rebalance(self, session))
-        return session
+        return ConsumerSession(thread, await self._in(thread, _subscribed_consumer, config))
 
-    async def _verdict(self, record: ConsumerRecord) -> tuple[int, Verdict]:
+    async def _partition(
+        self, sem: asyncio.Semaphore, session: ConsumerSession, tp: TopicPartition, records: list
+    ) -> tuple[TopicPartition, list[int]]:
+        """Handle one partition's records in offset order; return the offsets settled."""
+        async with sem:
+            settled: list[int] = []
+            for record in records:
+                due = _number_header(record, "not-before", 0.0)
+                if due > time.time():
+                    # Not due: rewind to it and pause this retry partition until it is.
+                    await session.call(session.consumer.seek, tp, record.offset)
+                    await session.call(session.consumer.pause, tp)
+                    session.paused[tp] = due
+                    break
+                try:
+                    await self._deliver(record)
+                except Exception:
+                    # Rewind and stop this partition for now: the record is read again on
+                    # the next poll, and nothing after it is committed past it.
+                    log.warning("record %s failed; it will be read again", _source(record), exc_info=True)
+                    await session.call(session.consumer.seek, tp, record.offset)
+                    break
+                settled.append(record.offset)
+            return tp, settled
+
+    async def _deliver(self, record: ConsumerRecord) -> None:
         """Count the delivery first: Kafka keeps no delivery count, and a record that kills
         its worker every time must end in the DLQ instead of taking down each new one."""
         attempt = _attempt(record)
         deliveries = await self._count_delivery(record)
         if deliveries > self.settings.max_attempts:
             reason = f"delivered {deliveries - 1} times and never settled: it kills or fails its worker"
-            return attempt, Verdict.dead(booking_id_of(record.value), reason)
-        return attempt, await self.process(record.value or b"", attempt=attempt, job_id=_source(record))
+            verdict = Verdict.dead(booking_id_of(record.value), reason)
+            await self._settle(record, verdict, attempt, started=time.monotonic())
+            return
+        await self.consume(record, record.value or b"", attempt=attempt, job_id=_source(record))
 
     async def _count_delivery(self, record: ConsumerRecord) -> int:
         key = keys.kafka_deliveries(record.topic, record.partition, record.offset)
@@ -363,73 +257,46 @@ class KafkaBackend(Backend):
         deliveries, _ = await pipe.execute()
         return deliveries
 
-    async def _ack(self, item: Tracked) -> None:
-        """Its offset is committed once every record before it in its partition is done."""
+    async def _ack(self, record: ConsumerRecord) -> None:
+        """The offset is committed with its poll's batch, once its partition got that far."""
 
-    async def _retry(self, item: Tracked, delay_s: float, attempt: int) -> None:
-        record = item.record
+    async def _retry(self, record: ConsumerRecord, delay_s: float, attempt: int) -> None:
         topic = names.RETRY_TOPICS[min(attempt, len(names.RETRY_TOPICS)) - 1]
         headers = [("jobId", _job_id(record)), ("attempt", str(attempt + 1).encode()),
                    ("not-before", repr(time.time() + delay_s).encode())]
-        await self._send_with_commit(item, (topic, record.key, record.value or b"", headers))
+        # Wait for the broker's ack before our offset is committed: the record is never lost.
+        await self._send(topic, [(record.key, record.value or b"", headers)])
 
-    async def _dead_letter(self, item: Tracked, reason: str, attempt: int) -> None:
-        record = item.record
+    async def _dead_letter(self, record: ConsumerRecord, reason: str, attempt: int) -> None:
         value = record.value or b""
         headers = [("jobId", _job_id(record)), ("reason", reason.encode()),
                    ("attempts", str(attempt).encode()), ("source", _source(record).encode())]
         if len(value) > LETTER_VALUE_MAX_BYTES:
             headers.append(("truncated-from-bytes", str(len(value)).encode()))
             value = value[:LETTER_VALUE_MAX_BYTES]
-        await self._send_with_commit(item, (names.TOPIC_DLQ, record.key, value, headers))
+        await self._send(names.TOPIC_DLQ, [(record.key, value, headers)])
 
-    async def _send_with_commit(self, item: Tracked, outgoing: tuple) -> None:
-        """Produce `outgoing` in the transaction that commits this record's offset, and wait
-        for it: the retry or letter exists exactly when the record counts as consumed."""
-        session = self._session
-        item.outgoing.append(outgoing)
-        item.waiter = asyncio.get_running_loop().create_future()
-        if session is None or not session.tracker.owns(item):
-            raise Abandoned(_source(item.record))
-        self._done(session, item)  # finished: its prefix may now reach it
-        await item.waiter
+    async def _resume_due(self, session: ConsumerSession) -> None:
+        due = [tp for tp, at in session.paused.items() if at <= time.time()]
+        assigned = await session.call(session.consumer.assignment) if due else set()
+        for tp in due:
+            del session.paused[tp]
+            if tp in assigned:
+                await session.call(resume_partition, session.consumer, tp)
 
-    def _commit_prefixes(self, session: ConsumerSession, partitions: set[TopicPartition] | None = None
-                         ) -> dict[TopicPartition, Prefix]:
-        """On the consumer thread: commit each partition's contiguous finished prefix, in one
-        transaction with the retries and letters of the records in it."""
-        prefixes = session.tracker.committable(partitions)
-        if not prefixes:
-            return prefixes
-        offsets = {tp: OffsetAndMetadata(p.offset, "", -1) for tp, p in prefixes.items()}
-        producer = session.transactions(self.settings)
-        producer.begin_transaction()
-        try:
-            for prefix in prefixes.values():
-                for topic, key, value, headers in prefix.outgoing:
-                    producer.send(topic, key=key, value=value, headers=headers)
-            producer.send_offsets_to_transaction(offsets, session.consumer.group_metadata())
-            producer.commit_transaction()
-        except Exception:
-            session.abort()  # nothing of it is visible to read_committed readers
-            raise
-        session.tracker.committed(prefixes)
-        for prefix in prefixes.values():
-            session.resolve(prefix.records)
-        return prefixes
-
-    async def _commit(self, session: ConsumerSession) -> None:
-        try:
-            prefixes = await session.call(self._commit_prefixes, session)
-        except (CommitFailedError, KafkaError) as exc:
-            # The group is rebalancing: the records stay in flight, committed on the next
-            # round or, once revoked, redelivered to their new owner (idempotent effects).
-            log.info("commit not accepted (%s); trying again", exc)
+    async def _commit(self, session: ConsumerSession, settled: dict[TopicPartition, list[int]]) -> None:
+        offsets = {tp: OffsetAndMetadata(done[-1] + 1, "", -1) for tp, done in settled.items() if done}
+        if not offsets:
             return
-        done = [keys.kafka_deliveries(tp.topic, tp.partition, item.offset)
-                for tp, prefix in prefixes.items() for item in prefix.records]
-        if done:
-            await self.redis.delete(*done)
+        try:
+            await session.call(session.consumer.commit, offsets=offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # The group rebalanced while we worked (or the commit failed): another member
+            # redelivers these records. At-least-once; the idempotent effects absorb it.
+            log.info("commit not accepted (%s); the records will be redelivered", exc)
+        # Settled either way: a redelivery after a refused commit is not a crash to count.
+        await self.redis.delete(*(keys.kafka_deliveries(tp.topic, tp.partition, offset)
+                                  for tp, done in settled.items() for offset in done))
 
     # -- dead letters ------------------------------------------------------------------------
     def _read_dlq(self, limit: int) -> tuple[list[DeadLetter], dict[TopicPartition, int]]:
@@ -495,20 +362,6 @@ class KafkaBackend(Backend):
         stats.detail = {"lag_per_partition": work, "retry_backlog": _retry_backlog(work)}
 
 
-def _flow_control(session: ConsumerSession, *, stopping: bool) -> None:
-    """Pause a partition that holds its limit of records in flight (or every partition, when
-    stopping); resume it once it has room again."""
-    consumer = session.consumer
-    for tp in consumer.assignment():
-        hold = stopping or session.tracker.full(tp)
-        if hold and tp not in session.paused:
-            consumer.pause(tp)
-            session.paused.add(tp)
-        elif not hold and tp in session.paused:
-            resume_partition(consumer, tp)
-            session.paused.discard(tp)
-
-
 def _caught_up(consumer: KafkaConsumer) -> bool:
     assigned = consumer.assignment()
     if not assigned:
@@ -523,8 +376,7 @@ def resume_partition(consumer: KafkaConsumer, tp: TopicPartition) -> None:
     kafka-python 3.0.12 parks a paused partition's buffered records and hands them back only
     when its in-line slot is None, which a used-up slot never is; while parked, the partition
     is left out of every fetch. The partition then stalls for good (seen: one retry record
-    never delivered). Drop them: the position never moved past records not handed out, so
-    the next fetch reads them again.
+    never delivered). We seek back before each pause, so parked records are stale: drop them.
     """
     consumer.resume(tp)
     parked = getattr(consumer._fetcher, "_paused_partition_records", {}).pop(tp, None)
@@ -532,9 +384,7 @@ def resume_partition(consumer: KafkaConsumer, tp: TopicPartition) -> None:
         parked.drain()
 
 
-def _subscribed_consumer(
-    config: dict[str, Any], listener: ConsumerRebalanceListener, timeout_s: float = 30.0
-) -> KafkaConsumer:
+def _subscribed_consumer(config: dict[str, Any], timeout_s: float = 30.0) -> KafkaConsumer:
     """Know every topic's partitions before joining: a group leader without metadata
     assigns nothing, and that member idles until the next rebalance."""
     consumer = KafkaConsumer(**config)
@@ -544,7 +394,7 @@ def _subscribed_consumer(
             consumer.close()
             raise KafkaError(f"no metadata for {WORK_TOPICS} after {timeout_s:.0f}s")
         time.sleep(0.2)
-    consumer.subscribe(list(WORK_TOPICS), listener=listener)
+    consumer.subscribe(list(WORK_TOPICS))
     return consumer
 
 
