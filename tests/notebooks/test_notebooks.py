@@ -26,6 +26,10 @@ def check_01(r):
     assert r["job_hash_has_data"] and r["partition_predicted"]
     assert r["job_states"] == {"delayed job": "delayed", "priority job": "prioritized"}
     assert r["trimmed_len"] == 5 and r["stream_entries"] > 0
+    assert r["priority_taken"] == ["plain-0", "plain-1", "plain-2", "high", "low"]  # wait before prioritized
+    assert sum(r["rate_limit"]) == 6 and r["delayed_waited_ms"] >= 1500
+    assert r["failed_retry"]["state_after_retry"] == "completed"
+    assert r["progress_heard"] == [25, 50, 75, 100]
 
 
 def check_02(r):
@@ -35,8 +39,10 @@ def check_02(r):
 
 def check_03(r):
     assert r["streams_consumers_used"] >= 2 and r["audit_got_all"]
-    assert r["pending_after_crash"] == {"at-most-once": 0, "at-least-once": 1}
-    assert r["kafka_members"] == [2, 3] and r["moved_partitions"] >= 2
+    assert r["stream_lag"] == 6 and {p["times_delivered"] for p in r["autoclaim"]} == {2}
+    assert r["at_most_once_lost"] == ["booking-0"] and r["fan_out"] == {"billing": 6, "audit": 6}
+    never_stopped = r["rebalance_never_stopped"]
+    assert never_stopped["eager"] == [] and len(never_stopped["cooperative"]) == 3, never_stopped
 
 
 def check_04(r):
@@ -74,6 +80,21 @@ def check_09(r):
     assert all(r["added"][lane]["retried"] > 0 for lane in LANES), r["added"]  # CI runs with a fail rate
     assert r["api_status"] == {"health": 200, "queues": 200, "metrics": 200}
     assert all(r["api_counters"][lane]["published"] >= r["added"][lane]["published"] for lane in LANES)
+
+
+def check_10(r):
+    assert r["acks"]["acks=1"] == "acknowledged" and r["acks"]["acks=all"] != "acknowledged", r["acks"]
+    assert r["redis"]["always"]["lost"] == 0 and r["redis"]["none"]["lost"] == r["redis"]["none"]["acknowledged"]
+
+
+def check_11(r):
+    assert r["rows_filled"] == 8 and r["readable"]["kafka"] == r["readable"]["streams"] > 0
+    assert all(n == r["settled"]["kafka"] for n in r["settled"].values()), r["settled"]
+
+
+def check_12(r):
+    assert r["streams_workers_after"] >= 2 and r["payment_retries_after_move"] > 0 == r["payment_retries_before_move"]
+    assert set(r["poison_dead_lettered"].values()) == {1} and r["controls_disabled"] and r["faults_restored"]
 
 
 def worker_logs_since(settings, since: float, lines: int = 40) -> str:
