@@ -1,14 +1,21 @@
 """Lesson 06's experiment: kill -9 a worker right after it charged the card, then see what
-each technology does with the booking it was holding."""
+each technology does with the booking it was holding.
+
+On a used lab a worker the learner left running may have taken the booking, so the victim is
+the worker that holds it, asked of the technology itself (`holder_pid`), not the lesson's own.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import anyio
 
+from labkit import kafka_admin, names
 from labkit.booking import Booking
 from labkit.notebook.background import task_group
 from labkit.pipeline import STEPS
@@ -27,7 +34,11 @@ async def crash_after_payment(
         with anyio.fail_after(timeout_s):
             while (s := await lab.status.get(lane, booking.bookingId)) is None or s.progress < CHARGED:
                 await anyio.sleep(0.05)
-        await workers[lane].kill_async()  # stays dead: no restart by the pool's supervisor
+        for pid in await holder_pids(lab, lane, booking):
+            if pid in workers[lane].pids:
+                await workers[lane].kill_async(pid)  # stays dead: no restart by the pool's supervisor
+            else:  # a worker the lesson did not start (one you left running)
+                os.kill(pid, signal.SIGKILL)
         killed_at = time.time()
         workers[lane].start(1)  # a fresh worker
         await lab.wait_for([booking.bookingId], [lane], timeout_s=timeout_s)
@@ -36,6 +47,37 @@ async def crash_after_payment(
     return {"lane": lane, "state": s.state.value, "runs": len(starts), "attempt": s.attempts,
             "charges": await lab.effects[lane].charges_made(booking.bookingId),
             "recovered_after_s": round(starts[-1] - killed_at, 2)}
+
+
+def worker_pid(worker_id: str) -> int:
+    """Worker ids are `<host>-<pid>-<random>` (BullMQ worker name, Streams consumer, Kafka client)."""
+    return int(worker_id.rsplit("-", 2)[1])
+
+
+async def holder_pids(lab, lane: str, booking: Booking) -> list[int]:
+    """The worker holding `booking` now, as its technology records it: the Streams consumer
+    the entry is pending for, the owner of the Kafka partition its hotel hashes to. A BullMQ
+    job's lock names only a random token, so there: every live worker of the lane."""
+    if lane == "bullmq":
+        return sorted({info["pid"] for info in (await lab.backend(lane).live_workers()).values()})
+    if lane == "streams":
+        return [await _streams_holder(lab.redis, f"job-{booking.bookingId}")]
+    view = await anyio.to_thread.run_sync(kafka_admin.group_view, lab.settings)
+    owner = {row["partition"]: row["consumer"] for row in view.rows}[kafka_admin.partition_for(booking.hotelId)]
+    return [int(owner.removeprefix("pid "))]
+
+
+async def _streams_holder(redis, job_id: str) -> int:
+    for consumer in await redis.xinfo_consumers(names.STREAM, names.GROUP):
+        if not consumer["pending"]:
+            continue
+        pending = await redis.xpending_range(names.STREAM, names.GROUP, min="-", max="+",
+                                             count=consumer["pending"], consumername=consumer["name"])
+        for entry in pending:
+            for _id, fields in await redis.xrange(names.STREAM, entry["message_id"], entry["message_id"]):
+                if fields.get("jobId") == job_id:
+                    return worker_pid(consumer["name"])
+    raise LookupError(f"{job_id} is pending for no consumer")
 
 
 async def crash_each_lane(
