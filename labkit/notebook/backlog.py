@@ -1,7 +1,7 @@
 """A used lab, before a lesson runs: bookings the learner left queued, workers they left running.
 
 A lesson's bookings would queue behind a left-over backlog and time out, so `drain` first
-processes it (never deletes it) with extra workers at a tiny time scale and no faults; the
+processes it (never deletes it) with extra workers, steps taking no time, no faults; the
 learner's bookings end as they would have, only sooner. `other_workers` counts the worker
 processes the lesson did not start, so a lesson can tell them apart from its own.
 """
@@ -17,7 +17,7 @@ from labkit.notebook.lessons import lesson_faults
 from labkit.settings import LANES
 
 BACKLOG_LEFT = 20  # a lesson does not wait for the last few (e.g. one held by a slow worker)
-DRAIN_TIME_SCALE = 0.0005
+DRAIN_TIME_SCALE = 0.0  # steps take no time: only the brokers' round trips remain
 DRAIN_WORKERS = 2
 DRAIN_CONCURRENCY = 16
 STALL_S = 15.0  # no progress this long: stop draining, the rest is stuck (not ours to fix)

@@ -27,6 +27,13 @@ STEP_COLORS = dict(
     )
 )
 
+# Lag is not one quantity: each technology reports its own (LaneStats.lag), so the chart names it.
+LAG_MEANING = {
+    "bullmq": "jobs waiting (wait + prioritized)",
+    "streams": "entries not yet delivered to the group (XINFO GROUPS lag)",
+    "kafka": "end offset − committed offset (summed over partitions)",
+}
+
 
 def live(fig: go.Figure) -> go.Figure:
     """A `FigureWidget` copy that redraws in place in JupyterLab; the figure itself without
@@ -42,7 +49,8 @@ def finished(stats) -> int:
 
 
 class ThroughputChart:
-    """Finished bookings per second (top) and backlog/lag (bottom), one line per lane."""
+    """Finished bookings per second (top) and lag (bottom), one line per lane. Lag is each
+    technology's own measure (LAG_MEANING); bookings waiting for a retry are not in it."""
 
     def __init__(self, lanes: Sequence[str] = LANES, *, title: str = "Throughput and lag") -> None:
         self.lanes = list(lanes)
@@ -51,7 +59,7 @@ class ThroughputChart:
             cols=1,
             shared_xaxes=True,
             vertical_spacing=0.08,
-            subplot_titles=("finished / s", "lag (messages not yet delivered)"),
+            subplot_titles=("finished / s", "lag, as each technology defines it (hover a line)"),
         )
         for row, kind in ((1, "rate"), (2, "lag")):
             for lane in self.lanes:
@@ -61,6 +69,8 @@ class ThroughputChart:
                     mode="lines+markers",
                     name=lane,
                     legendgroup=lane,
+                    hovertemplate=f"{lane}: %{{y}} " + (LAG_MEANING.get(lane, "") if kind == "lag" else "per s")
+                    + "<extra></extra>",
                     showlegend=row == 1,
                     line={"color": LANE_COLORS.get(lane)},
                     row=row,
@@ -85,7 +95,7 @@ class ThroughputChart:
             prev_t, prev_done = self._last.get(lane, (t, done))
             dt = t - prev_t
             self.rate[lane].append(round((done - prev_done) / dt, 2) if dt > 0 else 0.0)
-            self.lag[lane].append(int((s.lag or 0) + s.retrying) if s else 0)
+            self.lag[lane].append(int(s.lag or 0) if s else 0)
             self._last[lane] = (t, done)
         with _batch(self.figure):
             for trace in self.figure.data:

@@ -54,7 +54,6 @@ async def start(*, seed: int, time_scale: float, **settings: Any) -> Lesson:
     HTML exports; a Lab on the brokers LABKIT_* name, with lesson-sized settings (`settings`
     overrides them, e.g. `max_attempts=3`). Checks Redis answers, processes a backlog left
     queued earlier (backlog.drain) and stocks this run's own hotels on every lane."""
-    random.seed(seed)
     use_static_plotly()
     lesson_settings = Settings.from_env().with_(
         time_scale=time_scale, **{**LESSON_SETTINGS, **settings}
@@ -68,6 +67,7 @@ async def start(*, seed: int, time_scale: float, **settings: Any) -> Lesson:
     await drain(lab)
     workload = LessonWorkload(seed=seed)
     await lab.stock(workload.rooms)
+    random.seed(seed)  # after the drain, so what the lab held earlier never shifts the draws
     return Lesson(lab, lesson_settings, workload)
 
 

@@ -28,7 +28,12 @@ from labkit.settings import LANES
 from labkit.status import TERMINAL, State
 from labkit.workers import PoolClosed
 
-BOARD_FIELDS = ("completed", "in flight", "retrying", "rejected", "dead-lettered", "DLQ", "lag", "workers")
+# this run's bookings (what the lesson published), then the lane as a whole (whoever published)
+RUN_FIELDS = ("completed", "in flight", "retrying", "rejected", "dead-lettered")
+LAB_FIELDS = ("lab: completed", "DLQ", "lag", "workers")
+BOARD_FIELDS = RUN_FIELDS + LAB_FIELDS
+RUN_STATES = {"completed": ("completed",), "in flight": ("queued", "active"), "retrying": ("retrying",),
+              "rejected": ("rejected",), "dead-lettered": ("dead-lettered",)}
 _plotly_ready = False
 
 
@@ -54,22 +59,30 @@ def show_figure(fig: go.Figure) -> None:
 
 
 class LaneBoard:
-    """The three lanes side by side: completed, in flight, retrying, DLQ, lag, workers."""
+    """The three lanes side by side: this run's bookings by state (`count_run`, fed by Board
+    with the bookings it follows; "—" until then), and beside them the lane's lab-wide totals,
+    DLQ size, lag (per technology: `charts.LAG_MEANING`) and live workers (`update`)."""
 
     def __init__(self, lanes: Sequence[str] = LANES) -> None:
         self.lanes = list(lanes)
-        self.values: dict[str, dict[str, Any]] = {lane: dict.fromkeys(BOARD_FIELDS, 0) for lane in self.lanes}
+        self.values: dict[str, dict[str, Any]] = {lane: dict.fromkeys(BOARD_FIELDS, "—") for lane in self.lanes}
         self.widget = w.HTML(self.html())
 
     def update(self, t: float, stats: dict[str, Any]) -> None:
         for lane, s in stats.items():
             if lane in self.values:
-                self.values[lane] = {
-                    "completed": s.completed, "in flight": s.waiting + s.active,
-                    "retrying": s.retrying, "rejected": s.rejected,
-                    "dead-lettered": s.dead_lettered, "DLQ": s.dlq_size,
+                self.values[lane].update({
+                    "lab: completed": s.completed, "DLQ": s.dlq_size,
                     "lag": "—" if s.lag is None else s.lag, "workers": s.workers,
-                }
+                })
+        self.widget.value = self.html()
+
+    def count_run(self, states: dict[str, dict[str, State | None]]) -> None:
+        """This run's bookings per state: `states` maps lane → booking id → state (None: unknown yet)."""
+        for lane, by_id in states.items():
+            if lane in self.values:
+                found = [str(s) for s in by_id.values() if s is not None]
+                self.values[lane].update({f: sum(s in RUN_STATES[f] for s in found) for f in RUN_FIELDS})
         self.widget.value = self.html()
 
     def html(self) -> str:
@@ -174,8 +187,7 @@ class Board:
             tasks.start_soon(self._follow)
             with anyio.move_on_after(seconds if seconds is not None else timeout_s):
                 while True:
-                    await self.refresh(ids)
-                    states = await self.lab.states(ids, self.lanes) if ids else {}
+                    states = await self.refresh(ids)
                     if done := bool(ids) and _all_terminal(states):
                         break
                     await anyio.sleep(interval_s)
@@ -203,18 +215,25 @@ class Board:
             tasks.start_soon(board_run)
             yield run
 
-    async def refresh(self, booking_ids: Sequence[str] = (), *, histories: bool = False) -> None:
+    async def refresh(
+        self, booking_ids: Sequence[str] = (), *, histories: bool = False
+    ) -> dict[str, dict[str, State | None]]:
+        """One refresh of every view; returns the states of `booking_ids` on the board's lanes."""
         t = time.time() - self.started
         stats = await self.lab.stats(self.lanes)
         self.samples.append((t, stats))
+        states = await self.lab.states(booking_ids, self.lanes) if booking_ids else {}
         for view in self.views:
             if hasattr(view, "update") and not isinstance(view, _HISTORY_VIEWS):
                 view.update(t, stats)
+            if states and hasattr(view, "count_run"):
+                view.count_run(states)
         history_views = [v for v in self.views if isinstance(v, _HISTORY_VIEWS)]
         if history_views and booking_ids and (histories or len(self.samples) % 4 == 1):
             statuses = await booking_statuses(self.lab, booking_ids, self.lanes)
             for view in history_views:
                 view.update(statuses)
+        return states
 
     async def _follow(self) -> None:
         feeders = [v for v in self.views if hasattr(v, "feed")]

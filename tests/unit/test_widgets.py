@@ -28,7 +28,7 @@ def test_throughput_chart_turns_counts_into_rates_and_lag():
     chart.update(0.0, {"bullmq": stats("bullmq"), "kafka": stats("kafka", lag=10)})
     chart.update(2.0, {"bullmq": stats("bullmq", completed=8), "kafka": stats("kafka", completed=2, lag=4, retrying=1)})
     assert chart.rate == {"bullmq": [0.0, 4.0], "kafka": [0.0, 1.0]}
-    assert chart.lag["kafka"] == [10, 5]  # lag plus bookings waiting to retry
+    assert chart.lag["kafka"] == [10, 4]  # the technology's own lag, retries not added
     rate_trace = next(t for t in chart.figure.data if t.name == "bullmq" and t.meta == "rate")
     assert list(rate_trace.y) == [0.0, 4.0] and list(rate_trace.x) == [0.0, 2.0]
     assert chart.peak_rate("bullmq") == 4.0
@@ -42,9 +42,18 @@ def test_figures_are_live_widgets_when_anywidget_is_there():
 def test_lane_board_shows_each_lane_column():
     board = widgets.LaneBoard(["streams", "kafka"])
     board.update(1.0, {"streams": stats("streams", completed=7, dlq=2), "kafka": stats("kafka", lag=None, workers=3)})
-    assert board.values["streams"]["completed"] == 7 and board.values["streams"]["DLQ"] == 2
+    assert board.values["streams"]["lab: completed"] == 7 and board.values["streams"]["DLQ"] == 2
     assert board.values["kafka"]["lag"] == "—" and board.values["kafka"]["workers"] == 3
     assert "streams" in board.widget.value and ">7<" in board.widget.value
+    assert board.values["streams"]["completed"] == "—"  # no run bookings known yet
+
+
+def test_lane_board_counts_only_this_runs_bookings():
+    board = widgets.LaneBoard(["streams"])
+    board.update(1.0, {"streams": stats("streams", completed=368)})
+    board.count_run({"streams": {"b1": State.COMPLETED, "b2": State.ACTIVE, "b3": None, "b4": State.QUEUED}})
+    assert board.values["streams"]["completed"] == 1 and board.values["streams"]["in flight"] == 2
+    assert board.values["streams"]["lab: completed"] == 368
 
 
 def test_progress_bars_follow_status_events():
