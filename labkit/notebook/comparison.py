@@ -84,7 +84,7 @@ async def still_readable(lab, ids: list[str], since: float) -> dict[str, int]:
 def broker_facts(settings) -> dict[str, Any]:
     """Memory of each broker process (MB) and how many Kafka brokers answer."""
     rss = {}
-    for name, (_host, port) in {"redis": settings.redis_host_port(), "kafka": settings.kafka_host_port()}.items():
+    for name, (_host, port) in {"redis": settings.redis_host_port, "kafka": settings.kafka_host_port}.items():
         pid = processes.listener_pid(port)
         rss[name] = round(psutil.Process(pid).memory_info().rss / 2**20) if pid else None
     return {"rss_mb": rss, "kafka_brokers": kafka_admin.broker_count(settings)}
