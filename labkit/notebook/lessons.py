@@ -125,3 +125,20 @@ def booking_counters(prometheus_text: str) -> dict[str, dict[str, float]]:
                 if sample.name.endswith("_total"):
                     out.setdefault(sample.labels["lane"], {})[name] = sample.value
     return out
+
+
+async def peak_in_flight(lab, lane: str, bookings: Sequence[Any], *, concurrency: int,
+                         timeout_s: float, poll_s: float = 0.05) -> int:
+    """Run `bookings` on `lane` with one worker process of `concurrency`: the most of them
+    active at once, sampled from their statuses (only these bookings, whoever else runs)."""
+    ids = [b.bookingId for b in bookings]
+    peak = 0
+    async with lesson_faults(lab), lab.workers([lane], count=1, concurrency=concurrency):
+        await lab.publish(bookings, [lane])
+        with anyio.fail_after(timeout_s):
+            while True:
+                states = (await lab.states(ids, [lane]))[lane]
+                peak = max(peak, sum(s == State.ACTIVE for s in states.values()))
+                if all(s in (State.COMPLETED, State.REJECTED, State.DEAD_LETTERED) for s in states.values()):
+                    return peak
+                await anyio.sleep(poll_s)

@@ -50,7 +50,7 @@ def check_04(r):
     assert r["idle_consumers"] == r["kafka_members"] - 6
     assert r["streams_workers_before"] == 1 and r["streams_workers_seen"] == 3  # the slider scaled 1 → 3
     assert r["streams_workers_after_scale"] >= 2 and r["new_workers_took_work"]
-    assert r["completed"] > 0
+    assert r["completed"] > 0 and r["bullmq_peak_active"]["4"] > 1  # concurrency inside one process
 
 
 def check_05(r):
