@@ -76,7 +76,8 @@ async def still_readable(lab, ids: list[str], since: float) -> dict[str, int]:
     jobs = [await lab.redis.exists(f"bull:{names.QUEUE}:job-{b}") for b in ids]
     return {
         "kafka": len({r["bookingId"] for r in records} & mine),
-        "streams": sum(_text(fields.get(b"jobId", fields.get("jobId", ""))) in mine for _id, fields in entries),
+        "streams": sum(_text(fields.get(b"jobId", fields.get("jobId", ""))).removeprefix("job-") in mine
+                       for _id, fields in entries),  # the entry names the job: job-<bookingId>
         "bullmq": sum(jobs),
     }
 
