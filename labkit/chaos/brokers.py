@@ -85,8 +85,13 @@ async def start_cluster(settings: Settings) -> Settings:
     return three
 
 
-async def stop_cluster(three: Settings) -> None:
+async def stop_cluster(three: Settings, *, lost_quorum: bool = False) -> None:
+    """Stop the cluster. One that `lost_quorum` is killed: a broker cannot shut down gracefully
+    without its controllers and would only wait out the stop timeout."""
     with anyio.CancelScope(shield=True):
+        if lost_quorum:
+            for pid in kafka_pids(three).values():
+                await anyio.to_thread.run_sync(kill, pid)
         await anyio.to_thread.run_sync(lambda: brokers.down(three, services=("kafka",)))
 
 
