@@ -15,11 +15,13 @@ from labkit.chaos.judge import IN_FLIGHT, LaneVerdict, judge, p99_latency_s
 from labkit.chaos.ledger import Ledger
 from labkit.chaos.run import Run
 from labkit.lab import Lab
+from labkit.notebook.lessons import wait_for_workers
 from labkit.settings import LANES, Settings
 from labkit.workload import Workload
 
 DRAIN_TIMEOUT_S = 120.0
 POLL_S = 0.25
+WORKERS_READY_S = 60.0  # worker processes importing the lab on a busy 2-core machine
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,8 @@ async def run_scenario(scenario: Scenario, *, base: Settings, ledger: Ledger,
         run = Run(scenario.name, lab, ledger, chosen, size, pools,
                   workload=Workload(seed=len(scenario.name)))
         await run.stock()
+        for lane in chosen:  # faults land on running workers, not on processes still starting
+            await wait_for_workers(lab, lane, count, pids=pools[lane].pids, timeout_s=WORKERS_READY_S)
         await lab.faults.begin_lesson({})
         try:
             await scenario.inject(run)

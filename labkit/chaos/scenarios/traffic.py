@@ -27,6 +27,7 @@ MALFORMED = (
     "[1, 2, 3]",
 )
 POISON_SHARE = 10  # one booking in ten fails on every attempt
+POISON_SETTLES_S = 180.0  # all attempts of every poisoned booking, with backoff, on a busy machine
 
 
 async def poison(run: Run) -> None:
@@ -38,6 +39,9 @@ async def poison(run: Run) -> None:
         for lane in run.lanes:
             await run.lab.backend(lane).publish_raw(payload)
     await run.feed(bookings)
+    # The poison stays set until every poisoned booking has used up its attempts: lifted
+    # sooner, a retry would simply succeed.
+    await run.lab.wait_for(poisoned, run.lanes, timeout_s=POISON_SETTLES_S)
     run.fault_over()
     run.figures["expected_dead_letters"] = len(poisoned)
     run.figures["dlq_before"] = before
