@@ -17,13 +17,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from chromium import CHROMIUM, CHROMIUM_FLAGS, need
 from lab_page import SHOTS
 
 from labkit import processes
 
-CHROMIUM = os.environ.get("LABKIT_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync"]
 # JupyterLab 4 renders only the cells in view ("windowing"): outputs further down are not in
 # the page at all, so a locator would never find them. No news pop-ups.
 LAB_SETTINGS = {
@@ -31,16 +29,6 @@ LAB_SETTINGS = {
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings":
         {"checkForUpdates": False, "fetchNews": "false"},
 }
-
-
-def need(what: str, ok: bool) -> None:
-    """Skip without Chromium or Playwright on a laptop; fail in CI."""
-    if ok:
-        return
-    message = f"{what} is missing (apt-get install chromium; pip install playwright)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 @dataclass(frozen=True)

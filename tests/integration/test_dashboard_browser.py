@@ -5,7 +5,6 @@ with no request leaving this machine (plotly.js is served by the API, not a CDN)
 from __future__ import annotations
 
 import asyncio
-import os
 import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,25 +12,14 @@ from urllib.parse import urlparse
 
 import httpx
 import pytest
+from chromium import CHROMIUM, CHROMIUM_FLAGS, need
 
 from labkit.api.server import api_process
 from labkit.settings import LANES
 
 pytestmark = [pytest.mark.redis, pytest.mark.kafka, pytest.mark.timeout(180)]
 
-CHROMIUM = os.environ.get("LABKIT_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 SCREENSHOT = Path(__file__).resolve().parents[2] / "build" / "dashboard.png"
-
-
-def _need(what: str, ok: bool) -> None:
-    if ok:
-        return
-    message = f"{what} is missing (apt-get install chromium; pip install playwright)"
-    if os.environ.get("CI"):
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 async def post_bookings(base: str, count: int, stop: asyncio.Event) -> int:
@@ -56,11 +44,11 @@ async def lane_value(page, lane: str, field: str) -> str:
 
 
 async def test_dashboard_shows_all_three_lanes_completing(lab, settings):
-    _need("Chromium", shutil.which(CHROMIUM) is not None)
+    need("Chromium", shutil.which(CHROMIUM) is not None)
     try:
         from playwright.async_api import async_playwright
     except ImportError:
-        _need("playwright", False)
+        need("playwright", False)
 
     await lab.stock({f"hotel-{i:03d}": 1000 for i in range(5)})
     pools = [lab.pool(lane, concurrency=4) for lane in LANES]

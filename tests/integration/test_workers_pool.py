@@ -3,7 +3,13 @@ and a pool that refuses to start processes once its block has ended."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+
 import anyio
+import psutil
 import pytest
 
 from labkit.workers import PoolClosed
@@ -84,15 +90,9 @@ time.sleep(600)  # killed with SIGKILL by the test: no cleanup runs
 
 async def test_a_pool_worker_stops_when_its_parent_is_killed_outright(lab):
     """A notebook kernel killed with SIGKILL runs no cleanup: its workers must not live on."""
-    import os
-    import signal
-    import subprocess
-    import sys
-
-    import psutil
-
-    parent = subprocess.Popen([sys.executable, "-c", ORPHANING_PARENT], stdout=subprocess.PIPE,
-                              env={**os.environ, **lab.settings.env()}, text=True)
+    parent = await anyio.to_thread.run_sync(lambda: subprocess.Popen(
+        [sys.executable, "-c", ORPHANING_PARENT], stdout=subprocess.PIPE, text=True,
+        env={**os.environ, **lab.settings.env()}))
     try:
         worker_pid = int(await anyio.to_thread.run_sync(parent.stdout.readline))
         assert psutil.pid_exists(worker_pid)
