@@ -33,6 +33,7 @@ from labkit.metrics import Metrics
 from labkit.pipeline import Outcome, PermanentError, Pipeline, backoff_s
 from labkit.settings import Settings
 from labkit.status import State, StatusStore
+from labkit.tasks import task_group
 from labkit.text import as_text as _s
 
 log = logging.getLogger(__name__)
@@ -255,14 +256,14 @@ class Backend(ABC):
         """Process until `stop` is set; in burst mode it is set once nothing is left to do."""
         stop = stop or asyncio.Event()
         await self.setup()
-        helpers = [asyncio.create_task(self._check_in(concurrency))]
-        if burst:
-            helpers.append(asyncio.create_task(self._stop_when_idle(stop)))
         try:
-            await self._run(concurrency=concurrency, stop=stop)
+            async with task_group() as helpers:  # none outlives this worker
+                helpers.start_soon(self._check_in, concurrency)
+                if burst:
+                    helpers.start_soon(self._stop_when_idle, stop)
+                await self._run(concurrency=concurrency, stop=stop)
+                helpers.cancel_scope.cancel()
         finally:
-            for task in helpers:
-                task.cancel()
             await self.redis.hdel(keys.workers(self.lane), self.worker_id)
 
     async def _stop_when_idle(self, stop: asyncio.Event) -> None:

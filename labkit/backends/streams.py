@@ -19,15 +19,16 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
+import anyio
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from labkit import names
 from labkit.backends.base import Backend, DeadLetter, LaneStats, Verdict, booking_id_of, preserved
 from labkit.connections import redis_bytes_client
+from labkit.tasks import task_group
 from labkit.text import as_text as _s
 
 log = logging.getLogger(__name__)
@@ -139,25 +140,29 @@ class StreamsBackend(Backend):
 
     # -- consuming -------------------------------------------------------------------------
     async def _run(self, *, concurrency: int, stop: asyncio.Event) -> None:
-        in_flight: dict[str, asyncio.Task] = {}
-        heartbeat = asyncio.create_task(self._heartbeat(in_flight))
-        housekeeping = asyncio.create_task(self._housekeeping())
+        in_flight: dict[str, Entry] = {}
+        freed = Slots(concurrency, in_flight)
+        async with task_group() as helpers:
+            helpers.start_soon(self._heartbeat, in_flight)
+            helpers.start_soon(self._housekeeping)
+            # The slots' group ends only when every entry taken has settled: a graceful stop
+            # finishes what we hold, so nothing waits for the stale timeout.
+            async with task_group() as slots:
+                while not stop.is_set():
+                    if not await freed.wait_for_one():
+                        continue
+                    for entry, attempt in await self._claim_due(freed.free) or await self._read_new(freed.free):
+                        in_flight[entry.id] = entry
+                        slots.start_soon(self._slot, freed, entry, attempt)
+            helpers.cancel_scope.cancel()
+
+    async def _slot(self, slots: Slots, entry: Entry, attempt: int) -> None:
         try:
-            while not stop.is_set():
-                free = concurrency - len(in_flight)
-                if free <= 0:
-                    await asyncio.wait(in_flight.values(), return_when=asyncio.FIRST_COMPLETED)
-                    continue
-                for entry, attempt in await self._claim_due(free) or await self._read_new(free):
-                    task = asyncio.create_task(self.consume(entry, entry.job, attempt=attempt, job_id=entry.id))
-                    in_flight[entry.id] = task
-                    task.add_done_callback(partial(_settled, in_flight, entry.id))
-            # Graceful stop: finish what we hold, so nothing waits for the stale timeout.
-            if in_flight:
-                await asyncio.wait(list(in_flight.values()))
+            await self.consume(entry, entry.job, attempt=attempt, job_id=entry.id)
+        except Exception:
+            log.warning("entry %s failed; it stays pending and is claimed again", entry.id, exc_info=True)
         finally:
-            heartbeat.cancel()
-            housekeeping.cancel()
+            slots.release(entry.id)
 
     async def _idle(self) -> bool:
         # Nothing pending (in flight or parked) and nothing the group has not read yet.
@@ -264,7 +269,7 @@ class StreamsBackend(Backend):
             except Exception:  # a Redis blip must not end the housekeeping
                 log.warning("streams housekeeping failed; trying again later", exc_info=True)
 
-    async def _heartbeat(self, in_flight: dict[str, asyncio.Task]) -> None:
+    async def _heartbeat(self, in_flight: dict[str, Entry]) -> None:
         """Keep our in-flight entries' idle time low, so nobody presumes us dead."""
         while True:
             await asyncio.sleep(self.settings.stale_after_s / 4)
@@ -320,11 +325,30 @@ class StreamsBackend(Backend):
         }
 
 
-def _settled(in_flight: dict[str, asyncio.Task], entry_id: str, task: asyncio.Task) -> None:
-    in_flight.pop(entry_id, None)
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("entry %s failed; it stays pending and is claimed again", entry_id,
-                    exc_info=task.exception())
+class Slots:
+    """A worker's `concurrency` slots over the entries it holds: how many are free, and a
+    wait (bounded, so the loop sees a stop request) until one is."""
+
+    def __init__(self, concurrency: int, in_flight: dict[str, Entry]) -> None:
+        self.concurrency = concurrency
+        self.in_flight = in_flight
+        self._freed = anyio.Event()
+
+    @property
+    def free(self) -> int:
+        return self.concurrency - len(self.in_flight)
+
+    async def wait_for_one(self, timeout_s: float = BLOCK_MS / 1000) -> bool:
+        if self.free > 0:
+            return True
+        with anyio.move_on_after(timeout_s):
+            await self._freed.wait()
+        return self.free > 0
+
+    def release(self, entry_id: str) -> None:
+        self.in_flight.pop(entry_id, None)
+        self._freed.set()
+        self._freed = anyio.Event()
 
 
 def _letter(entry_id: str, fields: dict) -> DeadLetter:

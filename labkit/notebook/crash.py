@@ -17,8 +17,8 @@ import anyio
 
 from labkit import kafka_admin, names
 from labkit.booking import Booking
-from labkit.notebook.background import task_group
 from labkit.pipeline import STEPS
+from labkit.tasks import task_group
 
 CHARGED = next(s.progress_after for s in STEPS if s.name == "payment")  # progress once paid
 

@@ -25,7 +25,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 from anyio.abc import TaskGroup
 
-from labkit.notebook.background import task_group
+from labkit.tasks import task_group
 
 T = TypeVar("T")
 _RUNNING: set[LiveRun[Any]] = set()

@@ -23,9 +23,9 @@ import plotly.io as pio
 from IPython.display import HTML, display, update_display
 
 from labkit.notebook import charts
-from labkit.notebook.background import task_group
 from labkit.settings import LANES
 from labkit.status import TERMINAL, State
+from labkit.tasks import task_group
 from labkit.workers import PoolClosed
 
 # this run's bookings (what the lesson published), then the lane as a whole (whoever published)

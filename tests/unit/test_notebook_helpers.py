@@ -9,10 +9,10 @@ import anyio
 import pytest
 
 from labkit.notebook import finish, lessons, start
-from labkit.notebook.background import task_group
 from labkit.notebook.samplers import PendingHolders
 from labkit.notebook.widgets import Board
 from labkit.status import BookingStatus, State
+from labkit.tasks import task_group
 from labkit.workload import Workload
 
 STATES = {

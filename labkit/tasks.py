@@ -1,4 +1,5 @@
-"""Work beside a notebook cell's own code, that never outlives the cell (anyio task groups)."""
+"""Structured concurrency for the lab: work that never outlives the block that started it
+(anyio task groups), with failures raised as themselves."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from anyio.abc import TaskGroup
 @contextlib.asynccontextmanager
 async def task_group() -> AsyncIterator[TaskGroup]:
     """`anyio.create_task_group()`, but one failure is raised as itself rather than as an
-    ExceptionGroup of one: the notebook shows the TimeoutError that says what went wrong."""
+    ExceptionGroup of one: a notebook shows the TimeoutError that says what went wrong, and a
+    worker's `except ConnectionError` still sees a lost broker."""
     try:
         async with anyio.create_task_group() as tasks:
             yield tasks
