@@ -148,7 +148,7 @@ def _wait(condition, timeout_s: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def rebalance_stops(settings: Settings, protocol: str, *, partitions: int = 6, timeout_s: float = 30.0) -> dict[str, Any]:
+def rebalance_stops(settings: Settings, protocol: str, *, partitions: int = 6, timeout_s: float = 90.0) -> dict[str, Any]:
     """One consumer owns all partitions; a second joins. Eager (range, round-robin, sticky)
     revokes every partition from every member before reassigning: all of them stop.
     Cooperative-sticky revokes only the partitions that move; the others never stop."""

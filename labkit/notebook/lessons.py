@@ -133,7 +133,9 @@ async def peak_in_flight(lab, lane: str, bookings: Sequence[Any], *, concurrency
     active at once, sampled from their statuses (only these bookings, whoever else runs)."""
     ids = [b.bookingId for b in bookings]
     peak = 0
-    async with lesson_faults(lab), lab.workers([lane], count=1, concurrency=concurrency):
+    async with lesson_faults(lab), lab.workers([lane], count=1, concurrency=concurrency) as pools:
+        # ours must be taking jobs before they exist, or a worker you left running takes them all
+        await wait_for_workers(lab, lane, 1, pids=pools[lane].pids, timeout_s=timeout_s)
         await lab.publish(bookings, [lane])
         with anyio.fail_after(timeout_s):
             while True:
