@@ -74,3 +74,22 @@ def worker_restarts(lane: str) -> str:
 def kafka_deliveries(topic: str, partition: int, offset: int) -> str:
     """Counter: deliveries of one Kafka record not yet committed (Kafka keeps no count)."""
     return f"{PREFIX}:kafka:deliveries:{topic}:{partition}:{offset}"
+
+
+def redrive_lock(lane: str) -> str:
+    """Lock: one dead-letter redrive per lane at a time."""
+    return f"{PREFIX}:{lane}:redrive-lock"
+
+
+def bullmq_swept(job_id: str) -> str:
+    """Marker: the BullMQ sweeper dead-lettered this failed job (expires with the retention)."""
+    return f"{PREFIX}:bullmq:swept:{job_id}"
+
+
+def idempotency(key: str) -> str:
+    """The API's record of one Idempotency-Key."""
+    return f"{PREFIX}:api:idem:{key}"
+
+
+# Sorted set of the Streams lane's parked retries: entry id, scored by due time (epoch s).
+STREAMS_RETRY_DUE = f"{PREFIX}:streams:retry-due"

@@ -17,6 +17,8 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from labkit import keys
+
 TTL_S = 24 * 3600
 STALE_PENDING_S = 30.0  # an owner that has not finished by then is presumed dead
 KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,200}$"
@@ -41,7 +43,7 @@ return {rec.state, raw}
 
 
 def redis_key(key: str) -> str:
-    return f"lab:api:idem:{key}"
+    return keys.idempotency(key)
 
 
 @dataclass

@@ -300,8 +300,7 @@ class Backend(ABC):
 
         One redrive per lane at a time: two at once would both read, and republish, the
         same letters (the second one finds them gone)."""
-        lock_key = f"{keys.PREFIX}:{self.lane}:redrive-lock"
-        async with self.redis.lock(lock_key, timeout=REDRIVE_LOCK_S, blocking_timeout=REDRIVE_LOCK_S):
+        async with self.redis.lock(keys.redrive_lock(self.lane), timeout=REDRIVE_LOCK_S, blocking_timeout=REDRIVE_LOCK_S):
             return await self._redrive_locked(limit)
 
     async def _redrive_locked(self, limit: int) -> int:

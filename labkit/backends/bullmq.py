@@ -17,14 +17,13 @@ from typing import Any
 
 from bullmq import Job, Queue, UnrecoverableError, Worker
 
-from labkit import names
+from labkit import keys, names
 from labkit.backends.base import Action, Backend, DeadLetter, LaneStats, Verdict, booking_id_of
 from labkit.status import TERMINAL
 
 log = logging.getLogger(__name__)
 BACKOFF_TYPE = "jittered-exponential"
 LAB_FAILURE = "dead-lettered by the lab: "  # marks failures the lab itself routed to the DLQ
-SWEPT_PREFIX = "lab:bullmq:swept:"  # + job id: the sweeper dead-lettered it (kept for the retention)
 FAILED_KEEP = 10_000  # BullMQ keeps the newest failed jobs only; their letters stay in the DLQ
 SWEEP_EVERY_S = 5.0  # how often a worker looks for jobs BullMQ failed by itself
 _current_job: contextvars.ContextVar[Job] = contextvars.ContextVar("bullmq_job")
@@ -160,7 +159,7 @@ class BullMQBackend(Backend):
         for job, booking_id in failed:
             if states[booking_id] is None or states[booking_id] in TERMINAL:
                 continue
-            if not await self.redis.set(f"{SWEPT_PREFIX}{job.id}", 1, nx=True, ex=int(self.settings.retention_s)):
+            if not await self.redis.set(keys.bullmq_swept(job.id), 1, nx=True, ex=int(self.settings.retention_s)):
                 continue  # swept before (and maybe redriven since): once is enough
             verdict = Verdict.dead(booking_id, f"failed by BullMQ: {job.failedReason}")
             await self._settle(job, verdict, job.attemptsMade, started=time.monotonic())

@@ -25,7 +25,7 @@ import anyio
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
-from labkit import names
+from labkit import keys, names
 from labkit.backends.base import Backend, DeadLetter, LaneStats, Verdict, booking_id_of, preserved
 from labkit.connections import redis_bytes_client
 from labkit.tasks import task_group
@@ -33,7 +33,7 @@ from labkit.text import as_text as _s
 
 log = logging.getLogger(__name__)
 RETRY_CONSUMER = "retry"
-RETRY_DUE_KEY = "lab:streams:retry-due"  # sorted set: parked entry id, scored by due time (epoch s)
+RETRY_DUE_KEY = keys.STREAMS_RETRY_DUE  # sorted set: parked entry id, scored by due time (epoch s)
 STREAM_MAXLEN = 100_000  # above this length a worker trims what every group has finished
 DLQ_MAXLEN = 10_000  # the newest letters kept (approximately): the learner's evidence
 HOUSEKEEPING_S = 30.0  # how often a worker trims the stream and forgets gone consumers

@@ -9,7 +9,7 @@ import asyncio
 import pytest
 from bullmq import UnrecoverableError, Worker
 
-from labkit import names
+from labkit import keys, names
 from labkit.backends import bullmq
 from labkit.status import State
 from labkit.workload import Workload
@@ -50,4 +50,4 @@ async def test_a_vanished_failed_job_does_not_stop_the_sweep_and_marks_expire(la
     status = await backend.status.get("bullmq", booking.bookingId)
     assert status.state is State.DEAD_LETTERED
     [job_id] = (await lab.status.job_ids("bullmq", [booking.bookingId])).values()
-    assert 0 < await lab.redis.ttl(f"{bullmq.SWEPT_PREFIX}{job_id}") <= settings.retention_s
+    assert 0 < await lab.redis.ttl(keys.bullmq_swept(job_id)) <= settings.retention_s
