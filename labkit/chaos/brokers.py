@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
+from kafka.errors import KafkaError
 
 from labkit import kafka_admin, names, processes
 from labkit.infra import brokers, kafka_server, redis_server
@@ -62,10 +63,19 @@ async def frozen(pid: int) -> AsyncIterator[None]:
 
 
 def leaders(settings: Settings, topic: str = names.TOPIC) -> dict[int, int]:
-    """partition → leader node id (-1 while it has none)."""
-    with kafka_admin.admin_client(settings) as admin:
-        described = admin.describe_topics([topic])[0]
-    return {p["partition_index"]: p["leader_id"] for p in described["partitions"]}
+    """partition → leader node id (-1 while it has none), from the first broker that answers:
+    kafka-python 3.0 keeps retrying the first bootstrap address, even when it was just killed."""
+    addresses = settings.kafka_bootstrap.split(",")
+    for n, address in enumerate(addresses, start=1):
+        try:
+            with kafka_admin.admin_client(settings.with_(kafka_bootstrap=address),
+                                          bootstrap_timeout_ms=5000, request_timeout_ms=5000) as admin:
+                described = admin.describe_topics([topic])[0]
+            return {p["partition_index"]: p["leader_id"] for p in described["partitions"]}
+        except KafkaError:
+            if n == len(addresses):
+                raise
+    raise ValueError("no Kafka bootstrap address")
 
 
 def cluster_settings(settings: Settings) -> Settings:
