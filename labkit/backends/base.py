@@ -220,7 +220,10 @@ class Backend(ABC):
                 await self._retry(message, verdict.delay_s, attempt)
                 outcome = f"✗ {self.lane} {booking_id} retry in {verdict.delay_s:.2f}s: {verdict.reason}"
             case Action.DEAD_LETTER:
-                await self._dead_letter(message, verdict.reason, attempt)
+                if await self._dead_letter(message, verdict.reason, attempt) is False:
+                    # another worker took the message over meanwhile: it settles it, once
+                    log.info("%s %s: not ours any more; its new owner settles it", self.lane, booking_id)
+                    return
                 if verdict.booking is not None:  # refund, free its nights, withdraw documents
                     await self.pipeline.compensate(verdict.booking, verdict.reason)
                 await self._finish(booking_id, State.DEAD_LETTERED, attempt, detail=verdict.reason)
@@ -359,8 +362,9 @@ class Backend(ABC):
         """Deliver the message again, as attempt + 1, no sooner than `delay_s` from now."""
 
     @abstractmethod
-    async def _dead_letter(self, message: Any, reason: str, attempt: int) -> None:
-        """Move the message to the dead-letter queue with its raw payload and `reason`."""
+    async def _dead_letter(self, message: Any, reason: str, attempt: int) -> bool | None:
+        """Move the message to the dead-letter queue with its raw payload and `reason`;
+        False when the worker no longer owns the message (nothing written: its owner settles it)."""
 
     @abstractmethod
     async def _dlq_list(self, limit: int) -> list[DeadLetter]: ...

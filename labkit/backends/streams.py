@@ -40,13 +40,58 @@ HOUSEKEEPING_S = 30.0  # how often a worker trims the stream and forgets gone co
 CONSUMER_GONE_MS = 10 * 60_000  # a consumer silent this long with nothing pending is forgotten
 BLOCK_MS = 200
 JOB_FIELD = b"job"
+# Settling is for the entry's owner only: a worker that stalled and lost its entry to another
+# (stale takeover) must not settle it too, or one poison booking gets two letters. Each script
+# first checks, atomically, that the entry is still pending with `owner` (ARGV[1], ARGV[2]);
+# 0 when it is not. An empty owner skips the check (an entry trimmed while pending has no
+# owner left). KEYS = {stream, dlq or retry-due set, ...}; ARGV = {entry id, owner, group, ...}.
+_OWNED = """
+local function owned(stream, group, id, owner)
+  return owner == '' or #redis.call('XPENDING', stream, group, id, id, 1, owner) == 1
+end
+"""
 # The letter, then the ack, or neither: a script stops at its first error, where MULTI would
 # still ack an entry whose letter failed (WRONGTYPE, OOM) and lose it.
-_DEAD_LETTER = """
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[6], '*', 'job', ARGV[3], 'reason', ARGV[4],
-  'attempts', ARGV[5], 'source', ARGV[1])
-redis.call('XACK', KEYS[1], ARGV[2], ARGV[1])
+_DEAD_LETTER = _OWNED + """
+if not owned(KEYS[1], ARGV[3], ARGV[1], ARGV[2]) then return 0 end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[7], '*', 'job', ARGV[4], 'reason', ARGV[5],
+  'attempts', ARGV[6], 'source', ARGV[1])
+redis.call('XACK', KEYS[1], ARGV[3], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
+return 1
+"""
+# Park a failed entry: due at ARGV[4] (epoch s), owned by the parking consumer ARGV[5].
+_PARK = _OWNED + """
+if not owned(KEYS[1], ARGV[3], ARGV[1], ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+redis.call('XCLAIM', KEYS[1], ARGV[3], ARGV[5], 0, ARGV[1], 'JUSTID')
+return 1
+"""
+# Heartbeat: reset the idle time of the entries (ARGV[3..]) still ours, and only those; read
+# and claim apart, an entry parked in between would be pulled back from the parking consumer.
+_TOUCH = _OWNED + """
+for i = 3, #ARGV do
+  if owned(KEYS[1], ARGV[1], ARGV[i], ARGV[2]) then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, ARGV[i], 'JUSTID')
+  end
+end
+"""
+# Take due retries: only the worker whose ZREM removes an entry from the due set claims it
+# (XCLAIM counts the delivery), so two workers that both saw it due never both run it.
+# KEYS = {stream, due set}; ARGV = {group, consumer, entry ids...}; returns
+# {id, fields (empty when the entry was trimmed), times delivered} per entry won.
+_TAKE_DUE = """
+local won = {}
+for i = 3, #ARGV do
+  local id = ARGV[i]
+  if redis.call('ZREM', KEYS[2], id) == 1 then
+    local claimed = redis.call('XCLAIM', KEYS[1], ARGV[1], ARGV[2], 0, id)
+    local p = redis.call('XPENDING', KEYS[1], ARGV[1], id, id, 1)
+    local fields = claimed[1] and claimed[1][2] or {}
+    table.insert(won, {id, fields, p[1] and p[1][4] or 0})
+  end
+end
+return won
 """
 
 
@@ -185,12 +230,21 @@ class StreamsBackend(Backend):
         batch = await self._claim(await self._abandoned(count, stale_ms), min_idle_ms=stale_ms)
         due = await self._due_retries(count - len(batch))
         if due:
-            # Half the idle time we saw: a worker that claimed it a moment ago reset it to
-            # ~0, so a second claimer loses the race instead of running it twice.
-            claimed = await self._claim(due, min_idle_ms=min(p["time_since_delivered"] for p in due) // 2)
-            if claimed:
-                await self.redis.zrem(RETRY_DUE_KEY, *(entry.id for entry, _a in claimed))
-            batch += claimed
+            batch += await self._take_due([_s(p["message_id"]) for p in due])
+        return batch
+
+    async def _take_due(self, ids: list[str]) -> list[tuple[Entry, int]]:
+        """Claim the due retries this worker removes from the due set (_TAKE_DUE): what
+        another worker took a moment ago is no longer there, however long it has run since."""
+        won = await self.raw.eval(_TAKE_DUE, 2, names.STREAM, RETRY_DUE_KEY, names.GROUP, self.worker_id, *ids)
+        batch = []
+        for raw_id, fields, delivered in won:
+            entry = Entry(_s(raw_id), dict(zip(fields[::2], fields[1::2], strict=True)))
+            if fields:
+                batch.append((entry, int(delivered)))
+            elif not await self.redis.xrange(names.STREAM, entry.id, entry.id, count=1):
+                verdict = Verdict.dead(None, "entry trimmed from the stream while pending")
+                await self._settle(entry, verdict, int(delivered), started=time.monotonic())
         return batch
 
     async def _abandoned(self, count: int, stale_ms: int) -> list[dict[str, Any]]:
@@ -246,19 +300,21 @@ class StreamsBackend(Backend):
 
     async def _retry(self, entry: Entry, delay_s: float, attempt: int) -> None:
         # Park it: still pending (nothing is lost), owned by no live worker, due later.
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.zadd(RETRY_DUE_KEY, {entry.id: time.time() + delay_s})
-        pipe.xclaim(
-            names.STREAM, names.GROUP, RETRY_CONSUMER, min_idle_time=0,
-            message_ids=[entry.id], justid=True,
-        )
-        await pipe.execute()
-
-    async def _dead_letter(self, entry: Entry, reason: str, attempt: int) -> None:
         await self.redis.eval(
-            _DEAD_LETTER, 3, names.STREAM, names.STREAM_DLQ, RETRY_DUE_KEY,
-            entry.id, names.GROUP, preserved(entry.job or b""), reason, attempt, DLQ_MAXLEN,
+            _PARK, 2, names.STREAM, RETRY_DUE_KEY, entry.id, self._owner(entry), names.GROUP,
+            repr(time.time() + delay_s), RETRY_CONSUMER,
         )
+
+    async def _dead_letter(self, entry: Entry, reason: str, attempt: int) -> bool:
+        """The letter and the ack; False (nothing written) when another worker owns the entry now."""
+        return bool(await self.redis.eval(
+            _DEAD_LETTER, 3, names.STREAM, names.STREAM_DLQ, RETRY_DUE_KEY, entry.id,
+            self._owner(entry), names.GROUP, preserved(entry.job or b""), reason, attempt, DLQ_MAXLEN,
+        ))
+
+    def _owner(self, entry: Entry) -> str:
+        """Who must still own `entry` to settle it: this worker; nobody for a trimmed entry."""
+        return self.worker_id if entry.fields else ""
 
     async def _housekeeping(self) -> None:
         while True:
@@ -276,17 +332,9 @@ class StreamsBackend(Backend):
             if not in_flight:
                 continue
             try:
-                # Only entries still ours: one another worker took over stays with it.
-                owned = await self.redis.xpending_range(
-                    names.STREAM, names.GROUP, min="-", max="+", count=len(in_flight) + 50,
-                    consumername=self.worker_id,
-                )
-                ids = [_s(p["message_id"]) for p in owned if _s(p["message_id"]) in in_flight]
-                if ids:
-                    await self.redis.xclaim(
-                        names.STREAM, names.GROUP, self.worker_id, min_idle_time=0,
-                        message_ids=ids, justid=True,
-                    )
+                # Only entries still ours (_TOUCH): one another worker took over stays with it,
+                # one we parked a moment ago stays parked.
+                await self.redis.eval(_TOUCH, 1, names.STREAM, names.GROUP, self.worker_id, *in_flight)
             except Exception:  # a Redis blip must not end the heartbeat
                 log.warning("streams heartbeat failed; retrying", exc_info=True)
 
