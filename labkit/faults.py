@@ -24,11 +24,22 @@ KNOBS = {
     "latency_s": float,  # extra seconds spent in the step
     "crash_rate": float,  # chance the worker process dies (os._exit) halfway through the step
 }
+# The retry policy, live like the faults: a lesson sets its own (FaultStore.begin_lesson), and
+# every worker follows it, whatever settings that worker was started with; unset, a worker
+# uses its own settings.
+RETRY_POLICY = {"max_attempts": int, "backoff_base_s": float, "backoff_max_s": float}
 CACHE_S = 0.25
 
 
 class FaultSpecError(ValueError):
     """A `faults set` assignment labkit does not understand."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_attempts: int
+    backoff_base_s: float
+    backoff_max_s: float
 
 
 @dataclass(frozen=True)
@@ -41,6 +52,13 @@ class Faults:
 
     def knob(self, step: str, name: str) -> float:
         return float(self.values.get(f"{step}.{name}", 0))
+
+    def retry_policy(self, settings: Any) -> RetryPolicy:
+        """The lab's live retry policy (`retry.max_attempts=3` …), else `settings`' own."""
+        return RetryPolicy(**{
+            name: kind(self.values.get(f"retry.{name}", getattr(settings, name)))
+            for name, kind in RETRY_POLICY.items()
+        })
 
     def is_poison(self, booking_id: str) -> bool:
         return booking_id in self.values.get("poison", "").split(",")
@@ -67,10 +85,17 @@ def parse_assignments(assignments: list[str]) -> dict[str, str]:
             out[name] = value.strip()
             continue
         step, _, knob = name.partition(".")
+        if step == "retry" and knob in RETRY_POLICY:
+            number = _convert(name, value, RETRY_POLICY[knob])
+            if number < (1 if knob == "max_attempts" else 0):
+                raise FaultSpecError(f"{name}={value}: too small")
+            out[name] = str(number)
+            continue
         if step not in STEPS or knob not in KNOBS:
             raise FaultSpecError(
                 f"{name!r}: unknown fault; use <step>.<knob> with step in {', '.join(STEPS)} "
-                f"and knob in {', '.join(KNOBS)}, or seed=N, poison=<bookingId,...>"
+                f"and knob in {', '.join(KNOBS)}, or seed=N, poison=<bookingId,...>, "
+                f"retry.<{'|'.join(RETRY_POLICY)}>=N"
             )
         number = _convert(name, value, KNOBS[knob])
         if knob.endswith("_rate") and not 0 <= number <= 1:

@@ -28,7 +28,7 @@ from redis.asyncio import Redis
 from labkit import keys
 from labkit.booking import Booking, Envelope, InvalidJob, parse_envelope
 from labkit.effects import Effects
-from labkit.faults import FaultStore
+from labkit.faults import Faults, FaultStore, RetryPolicy
 from labkit.metrics import Metrics
 from labkit.pipeline import Outcome, PermanentError, Pipeline, backoff_s
 from labkit.settings import Settings
@@ -190,9 +190,10 @@ class Backend(ABC):
             return Verdict.dead(booking_id, f"permanent: {exc}", booking)
         except Exception as exc:  # noqa: BLE001 - any other failure is worth a retry
             reason = f"{type(exc).__name__}: {exc}"
-            if attempt >= self.settings.max_attempts:
+            policy = await self.retry_policy()
+            if attempt >= policy.max_attempts:
                 return Verdict.dead(booking_id, f"{reason} (gave up after {attempt} attempts)", booking)
-            delay_s = self.retry_delay_s(attempt, salt=booking_id)
+            delay_s = self.retry_delay_s(attempt, salt=booking_id, policy=policy)
             return Verdict(Action.RETRY, booking_id, delay_s=delay_s, reason=reason)
         final = State.COMPLETED if outcome is Outcome.CONFIRMED else State.REJECTED
         return Verdict(Action.ACK, booking_id, final=final)
@@ -242,11 +243,16 @@ class Backend(ABC):
         if change.published_at:
             await self.metrics.observe_latency(self.lane, max(0.0, time.time() - change.published_at))
 
-    def retry_delay_s(self, attempt: int, *, salt: str) -> float:
+    async def retry_policy(self) -> RetryPolicy:
+        """The live policy a lesson set (every worker follows it), else this worker's settings."""
+        return (await self.faults.current()).retry_policy(self.settings)
+
+    def retry_delay_s(self, attempt: int, *, salt: str, policy: RetryPolicy | None = None) -> float:
         # Seeded by booking and attempt: the same lesson shows the same backoff timeline.
+        policy = policy or Faults().retry_policy(self.settings)
         rng = random.Random(f"{salt}:{attempt}")
         return backoff_s(
-            attempt, base_s=self.settings.backoff_base_s, max_s=self.settings.backoff_max_s, rng=rng
+            attempt, base_s=policy.backoff_base_s, max_s=policy.backoff_max_s, rng=rng
         )
 
     async def _on_progress(self, progress: int) -> None:

@@ -242,7 +242,7 @@ class KafkaBackend(Backend):
         its worker every time must end in the DLQ instead of taking down each new one."""
         attempt = _attempt(record)
         deliveries = await self._count_delivery(record)
-        if deliveries > self.settings.max_attempts:
+        if deliveries > (await self.retry_policy()).max_attempts:
             reason = f"delivered {deliveries - 1} times and never settled: it kills or fails its worker"
             verdict = Verdict.dead(booking_id_of(record.value), reason)
             await self._settle(record, verdict, attempt, started=time.monotonic())

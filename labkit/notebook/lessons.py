@@ -15,17 +15,25 @@ from typing import Any
 
 import anyio
 
+from labkit.faults import RETRY_POLICY
 from labkit.notebook.widgets import booking_statuses
 from labkit.status import BookingStatus, State
 
 States = Mapping[str, Mapping[str, State | None]]  # lane → booking id → state, as Lab.wait_for
 
 
+def retry_policy(settings) -> list[str]:
+    """The lesson's retry policy (`retry.max_attempts=3` …) as live settings: every worker
+    follows it, one you left running with settings of its own too."""
+    return [f"retry.{name}={getattr(settings, name)}" for name in RETRY_POLICY]
+
+
 @contextlib.asynccontextmanager
 async def lesson_faults(lab, assignments: Sequence[str] = ()) -> AsyncIterator[None]:
     """`async with lesson_faults(lab, ["payment.fail_rate=0.3"]):` — only these faults inside
-    (none by default); your own fault settings are set aside meanwhile and come back after."""
-    await lab.faults.begin_lesson(list(assignments))
+    (none by default), and the lesson's retry policy; your own fault settings are set aside
+    meanwhile and come back after."""
+    await lab.faults.begin_lesson([*retry_policy(lab.settings), *assignments])
     try:
         yield
     finally:

@@ -26,7 +26,7 @@ from anyio.abc import TaskGroup
 
 from labkit.faults import CACHE_S
 from labkit.notebook import live
-from labkit.notebook.lessons import wait_for_workers
+from labkit.notebook.lessons import retry_policy, wait_for_workers
 from labkit.notebook.widgets import LaneBoard
 from labkit.settings import LANES
 from labkit.status import TERMINAL
@@ -137,7 +137,7 @@ class Playground:
         return await wait_for_workers(self.lab, lane, count, pids=self.pools[lane].pids, timeout_s=timeout_s)
 
     async def _main(self, tasks: TaskGroup) -> dict[str, Any]:
-        await self.lab.faults.begin_lesson([])
+        await self.lab.faults.begin_lesson(retry_policy(self.lab.settings))  # a left-over worker follows it too
         try:
             async with self.lab.workers(self.lanes, count=self.workers, concurrency=self.concurrency) as pools:
                 self.pools = dict(pools.pools)

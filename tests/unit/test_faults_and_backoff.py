@@ -31,3 +31,17 @@ def test_backoff_grows_and_is_capped():
         delays = [backoff_s(a, base_s=1, max_s=8, rng=rng) for a in range(1, 7)]
         assert 0.5 <= delays[0] <= 1 <= delays[1] <= 2 <= delays[2] <= 4
         assert all(4 <= d <= 8 for d in delays[3:])
+
+
+def test_a_lesson_retry_policy_is_live_and_overrides_a_workers_own_settings():
+    from labkit.faults import Faults, parse_assignments
+    from labkit.settings import Settings
+
+    mine = Settings().with_(max_attempts=4, backoff_base_s=1.0)  # a worker you left running
+    assert parse_assignments(["retry.max_attempts=3", "retry.backoff_base_s=0.2"]) == {
+        "retry.max_attempts": "3", "retry.backoff_base_s": "0.2"}
+    policy = Faults({"retry.max_attempts": "3", "retry.backoff_base_s": "0.2"}).retry_policy(mine)
+    assert (policy.max_attempts, policy.backoff_base_s, policy.backoff_max_s) == (3, 0.2, mine.backoff_max_s)
+    assert Faults().retry_policy(mine).max_attempts == 4  # none set: the worker's own
+    with pytest.raises(FaultSpecError):
+        parse_assignments(["retry.max_attempts=0"])

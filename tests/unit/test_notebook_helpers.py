@@ -79,12 +79,14 @@ async def test_task_group_raises_a_single_failure_as_itself():
 @pytest.mark.redis
 async def test_lesson_faults_hand_back_the_learners_own(lab):
     await lab.faults.set(["email.fail_rate=0.5"])  # the learner's own setting
+    policy = dict(item.split("=") for item in lessons.retry_policy(lab.settings))  # every worker follows it
+    assert policy["retry.max_attempts"] == str(lab.settings.max_attempts)
     async with lessons.lesson_faults(lab, ["payment.fail_rate=0.3"]):
-        assert await lab.faults.show() == {"payment.fail_rate": "0.3"}
+        assert await lab.faults.show() == {"payment.fail_rate": "0.3", **policy}
     assert await lab.faults.show() == {"email.fail_rate": "0.5"}
     with pytest.raises(RuntimeError):
         async with lessons.lesson_faults(lab):  # none inside, and back even after an error
-            assert await lab.faults.show() == {}
+            assert await lab.faults.show() == policy
             raise RuntimeError("cell failed")
     assert await lab.faults.show() == {"email.fail_rate": "0.5"}
 
