@@ -70,6 +70,7 @@ class WorkerPool:
         self._lock = threading.RLock()
         self._watcher: threading.Thread | None = None
         self._counter = RestartCounter(settings, lane)
+        self._on_close: list[Callable[[], Any]] = []
 
     def __enter__(self) -> Self:
         return self
@@ -134,11 +135,23 @@ class WorkerPool:
         processes.stop(leaving, timeout_s=timeout_s)
         self._notice_exits()
 
+    def on_close(self, call: Callable[[], Any]) -> None:
+        """`call()` the moment the pool closes (now, if it has): a widget bound to it disables itself."""
+        with self._lock:
+            closed = self._closed
+            if not closed:
+                self._on_close.append(call)
+        if closed:
+            call()
+
     def close(self) -> None:
         """Stop every worker and start no more; the supervisor ends with the pool."""
         with self._lock:
             self._closed = True
             watcher = self._watcher
+            calls, self._on_close = self._on_close, []
+        for call in calls:
+            call()
         self.stop()
         if watcher is not None:
             watcher.join()

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from labkit.lab import Lab
 from labkit.notebook.backlog import drain
-from labkit.notebook.widgets import use_static_plotly
+from labkit.notebook.widgets import release_lesson, use_static_plotly
 from labkit.settings import Settings
 from labkit.workload import Workload
 
@@ -72,6 +72,8 @@ async def start(*, seed: int, time_scale: float, **settings: Any) -> Lesson:
 
 
 async def finish(lab: Lab, results: dict[str, Any]) -> None:
-    """Print the `RESULTS {json}` line tests/notebooks reads, then close the lab."""
+    """Print the `RESULTS {json}` line tests/notebooks reads, disable the lesson's controls
+    (a slider must not act on a finished lesson), then close the lab."""
     print("RESULTS " + json.dumps(results))
+    release_lesson(lab.faults)
     await lab.close()

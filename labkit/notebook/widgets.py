@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import html
 import time
+import weakref
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -272,32 +273,59 @@ async def booking_statuses(lab, booking_ids: Iterable[str], lanes: Sequence[str]
 
 # -- controls ----------------------------------------------------------------------------------
 def workers_slider(pool, *, max_workers: int = 6, description: str | None = None) -> w.IntSlider:
-    """Drag to start or stop worker processes of `pool` (WorkerPool.scale). Once the pool has
-    stopped (its cell ended) the slider disables itself: it never spawns unmanaged workers."""
+    """Drag to start or stop worker processes of `pool` (WorkerPool.scale). The moment the pool
+    closes (its cell's `async with lab.workers(...)` ended) the slider is disabled: it never
+    spawns unmanaged workers."""
     slider = w.IntSlider(value=pool.size, min=0, max=max_workers,
                          description=description or f"{pool.lane} workers", continuous_update=False)
 
+    def stopped() -> None:
+        slider.disabled, slider.description = True, "pool stopped"
+
     def changed(change: dict[str, Any]) -> None:
+        if slider.disabled:
+            return
         try:
             pool.scale(change["new"])
         except PoolClosed:
-            slider.disabled, slider.description = True, "pool stopped"
+            stopped()
 
     slider.observe(changed, names="value")
+    if hasattr(pool, "on_close"):
+        pool.on_close(stopped)
     return slider
 
 
+# the lesson's controls, by the lab's fault store: `finish` disables them (release_lesson)
+_LESSON_WIDGETS: weakref.WeakKeyDictionary[Any, list[w.Widget]] = weakref.WeakKeyDictionary()
+
+
+def bind_to_lesson(faults, *controls: w.Widget) -> None:
+    """Disable `controls` when the lesson that owns `faults` finishes (session.finish)."""
+    _LESSON_WIDGETS.setdefault(faults, []).extend(controls)
+
+
+def release_lesson(faults) -> None:
+    """The lesson has finished: every control bound to it is disabled at once."""
+    for control in _LESSON_WIDGETS.pop(faults, []):
+        control.disabled = True
+
+
 def failure_slider(faults, *, step: str = "payment", value: float = 0.0) -> w.FloatSlider:
-    """Drag to change `<step>.fail_rate` for every running worker (FaultStore.set)."""
+    """Drag to change `<step>.fail_rate` for every running worker (FaultStore.set). Disabled
+    once the lesson finishes: it writes nothing after that."""
     slider = w.FloatSlider(value=value, min=0.0, max=1.0, step=0.05, description=f"{step} fails",
                            continuous_update=False, readout_format=".0%")
     slider.tasks = []  # the last writes, so a cell can await them: await asyncio.gather(*slider.tasks)
 
     def changed(change: dict[str, Any]) -> None:
+        if slider.disabled:
+            return
         task = asyncio.get_event_loop().create_task(faults.set([f"{step}.fail_rate={change['new']}"]))
         slider.tasks.append(task)
 
     slider.observe(changed, names="value")
+    bind_to_lesson(faults, slider)
     return slider
 
 
@@ -316,5 +344,5 @@ def _short(value: Any, limit: int = 90) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-__all__ = ["Board", "BoardRun", "LaneBoard", "ProgressBars", "booking_statuses", "failure_slider",
-           "show_figure", "static_bundle", "table", "workers_slider"]
+__all__ = ["Board", "BoardRun", "LaneBoard", "ProgressBars", "bind_to_lesson", "booking_statuses",
+           "failure_slider", "release_lesson", "show_figure", "static_bundle", "table", "workers_slider"]

@@ -194,3 +194,45 @@ def test_wait_for_workers_counts_only_the_given_pids():
     assert asyncio.run(lessons.wait_for_workers(Lab(), "streams", 2, pids=[1, 2])) == 2
     assert asyncio.run(lessons.wait_for_workers(Lab(), "streams", 3)) == 3  # any live worker
     assert asyncio.run(lessons.wait_for_workers(Lab(), "streams", 3, pids=[1, 2], timeout_s=0.3)) == 2
+
+
+def test_workers_slider_is_disabled_the_moment_its_pool_closes():
+    from labkit.settings import Settings
+    from labkit.workers import WorkerPool
+
+    pool = WorkerPool("streams", settings=Settings())
+    slider = widgets.workers_slider(pool)
+    assert not slider.disabled
+    pool.close()  # what leaving `async with lab.workers(...)` does
+    assert slider.disabled  # at once, not on the next drag
+    slider.value = 2
+    assert pool.pids == []
+
+
+def test_failure_slider_is_disabled_when_the_lesson_finishes():
+    from labkit.notebook.session import finish
+
+    class Faults:
+        def __init__(self):
+            self.values = []
+
+        async def set(self, assignments):
+            self.values.append(assignments)
+
+    class Lab:
+        faults = Faults()
+
+        async def close(self):
+            pass
+
+    async def lesson():
+        lab = Lab()
+        slider = widgets.failure_slider(lab.faults)
+        assert not slider.disabled
+        await finish(lab, {})
+        assert slider.disabled  # at once
+        slider.value = 0.5  # a drag after the lesson finished writes nothing
+        await asyncio.gather(*slider.tasks)
+        return lab.faults.values
+
+    assert asyncio.run(lesson()) == []
