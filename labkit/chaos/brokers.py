@@ -64,8 +64,9 @@ async def frozen(pid: int) -> AsyncIterator[None]:
 
 def leaders(settings: Settings, topic: str = names.TOPIC) -> dict[int, int]:
     """partition → leader node id (-1 while it has none), from the first broker that answers:
-    kafka-python 3.0 keeps retrying the first bootstrap address, even when it was just killed."""
-    addresses = settings.kafka_bootstrap.split(",")
+    kafka-python 3.0 keeps retrying the first bootstrap address, even when it was just killed.
+    Addresses that refuse a connection go last, so a killed broker costs no 5 s timeout."""
+    addresses = sorted(settings.kafka_bootstrap.split(","), key=lambda address: not _listening(address))
     for n, address in enumerate(addresses, start=1):
         try:
             with kafka_admin.admin_client(settings.with_(kafka_bootstrap=address),
@@ -78,6 +79,11 @@ def leaders(settings: Settings, topic: str = names.TOPIC) -> dict[int, int]:
     raise ValueError("no Kafka bootstrap address")
 
 
+def _listening(address: str) -> bool:
+    host, _, port = address.strip().rpartition(":")
+    return processes.port_open(host, int(port), timeout_s=0.2)
+
+
 def cluster_settings(settings: Settings) -> Settings:
     """Three brokers on their own ports and LABKIT_HOME: the learner's lab stays untouched."""
     host, port = settings.kafka_host_port
@@ -85,6 +91,7 @@ def cluster_settings(settings: Settings) -> Settings:
     return settings.with_(
         kafka_bootstrap=",".join(f"{host}:{base + 2 * i}" for i in range(3)),
         home=settings.home / "chaos-cluster",
+        kafka_quick_start=True,
     )
 
 

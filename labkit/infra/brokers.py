@@ -191,7 +191,7 @@ def _up(
         kafka_server.format_storage(java=java, libs=libs, nodes=to_start, cluster=cid)
         for node in to_start:
             pid = kafka_server.start(
-                java=java, libs=libs, node=node, paths=paths, heap=settings.kafka_heap_flags
+                java=java, libs=libs, node=node, paths=paths, jvm_flags=settings.kafka_jvm_flags
             )
             kafka_pids[node.node_id] = pid
             started.append(f"kafka node {node.node_id} (pid {pid}, {node.bootstrap})")

@@ -68,6 +68,10 @@ def render_properties(node: KafkaNode, *, nodes: Sequence[KafkaNode]) -> str:
         # lesson), not after the 5-minute default check; the lab's own topics keep theirs.
         "log.retention.check.interval.ms": 1000,
         "group.min.session.timeout.ms": 1000,
+        # Lab-speed failover: a killed broker is fenced (its partitions get new leaders) after
+        # 4 s without heartbeats, not the 9 s default (lessons 10, chaos kafka-leader-loss).
+        "broker.session.timeout.ms": 4000,
+        "broker.heartbeat.interval.ms": 500,
         "log.retention.hours": 168,
         "log.segment.bytes": 64 * 1024 * 1024,
     }
@@ -111,10 +115,10 @@ def format_storage(*, java: str, libs: Path, nodes: Sequence[KafkaNode], cluster
                 )
 
 
-def start(*, java: str, libs: Path, node: KafkaNode, paths: Paths, heap: Sequence[str]) -> int:
-    """Start one node; `heap` is its JVM memory flags (settings.kafka_heap_flags)."""
+def start(*, java: str, libs: Path, node: KafkaNode, paths: Paths, jvm_flags: Sequence[str]) -> int:
+    """Start one node; `jvm_flags` are settings.kafka_jvm_flags (heap, JIT, GC)."""
     cmd = [
-        java, *heap, "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-Djava.awt.headless=true",
+        java, *jvm_flags, "-Djava.awt.headless=true",
         "-cp", _classpath(libs), f"-Dlog4j2.configurationFile={LOG4J2}",
         MAIN_CLASS, str(node.properties),
     ]  # fmt: skip

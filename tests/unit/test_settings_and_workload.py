@@ -52,6 +52,9 @@ def test_kafka_heap_is_a_setting_split_into_jvm_flags():
     assert Settings().kafka_heap_flags == ("-Xms256m", "-Xmx512m")
     small = Settings.from_env({"LABKIT_KAFKA_HEAP": "-Xms128m -Xmx384m"})
     assert small.kafka_heap_flags == ("-Xms128m", "-Xmx384m")
+    assert small.kafka_jvm_flags[:2] == small.kafka_heap_flags and "-XX:+UseG1GC" in small.kafka_jvm_flags
+    quick = small.with_(kafka_quick_start=True).kafka_jvm_flags
+    assert "-XX:+UseSerialGC" in quick and "-XX:+UseG1GC" not in quick  # one collector, never two
     assert Settings.from_env(small.env()) == small
 
 
