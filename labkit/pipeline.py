@@ -56,13 +56,17 @@ class Compensation:
 Report = Callable[[int | None, str], Awaitable[None]]  # (progress or None, step note)
 
 
-def backoff_s(attempt: int, *, base_s: float, max_s: float, rng: random.Random | None = None) -> float:
+def backoff_s(attempt: int, *, base_s: float, max_s: float, rng: random.Random | None = None,
+              jitter: bool = True) -> float:
     """Exponential backoff with "equal jitter": half fixed, half random.
 
     The fixed half keeps delays growing attempt by attempt; the random half spreads out
     retries of bookings that failed together so they don't stampede the provider again.
+    Without jitter every delay is the full ceiling: bookings that failed together retry together.
     """
     ceiling = min(max_s, base_s * 2 ** max(attempt - 1, 0))
+    if not jitter:
+        return ceiling
     return ceiling / 2 + (rng or random).uniform(0, ceiling / 2)
 
 

@@ -252,7 +252,8 @@ class Backend(ABC):
         policy = policy or Faults().retry_policy(self.settings)
         rng = random.Random(f"{salt}:{attempt}")
         return backoff_s(
-            attempt, base_s=policy.backoff_base_s, max_s=policy.backoff_max_s, rng=rng
+            attempt, base_s=policy.backoff_base_s, max_s=policy.backoff_max_s, rng=rng,
+            jitter=self.settings.backoff_jitter,
         )
 
     async def _on_progress(self, progress: int) -> None:
