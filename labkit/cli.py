@@ -2,36 +2,24 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import logging
-import os
-import signal
-import time
-from collections.abc import Awaitable, Callable
-from enum import Enum
-from functools import wraps
 from importlib.metadata import version
 from typing import Annotated, Any
 
-import anyio
 import typer
-from kafka.errors import KafkaError
-from redis.exceptions import ConnectionError as RedisConnectionError
-from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from labkit.api.health import BrokerProbe
-from labkit.backends import UnknownBackend, lanes_of
+from labkit.backends import lanes_of
 from labkit.bench.cli import bench_app
 from labkit.chaos.cli import chaos_app
-from labkit.faults import FaultSpecError, FaultStore
+from labkit.cli_common import Backend, LaneOrAll, Lanes, console, err, friendly
+from labkit.faults import FaultStore
 from labkit.infra.cli import infra_app
 from labkit.lab import Lab
-from labkit.processes import Backoff
-from labkit.settings import LANES, Settings, SettingsError
-from labkit.workers import PARENT_PID_ENV
+from labkit.settings import Settings
+from labkit.worker_cli import BROKER_GONE, worker
 
 app = typer.Typer(help="Booking Queue Lab", no_args_is_help=True, add_completion=False)
 app.add_typer(infra_app, name="infra")
@@ -41,23 +29,9 @@ app.add_typer(dlq_app, name="dlq")
 app.add_typer(faults_app, name="faults")
 app.add_typer(bench_app, name="bench")
 app.add_typer(chaos_app, name="chaos")
-console = Console(width=None if Console().is_terminal else 160)
-err = Console(stderr=True)  # errors and progress: stdout stays clean for --json and pipes
-log = logging.getLogger("labkit.worker")
-
-# A worker outlives these: the broker is away (restarting, a lesson's outage), not broken.
-BROKER_GONE = (RedisConnectionError, OSError, KafkaError)
+app.command()(worker)
 
 PUBLISH_BATCH = 500  # bookings per publish call: a progress step, and bounded memory per call
-
-# The choices --help lists, kept in step with LANES.
-Lane = Enum("Lane", {lane: lane for lane in LANES}, type=str)
-LaneOrAll = Enum("LaneOrAll", {"all": "all", **{lane: lane for lane in LANES}}, type=str)
-Backend = Annotated[Lane, typer.Option("--backend", "-b", help="The lane.")]
-Lanes = Annotated[
-    list[LaneOrAll],
-    typer.Option("--backend", "-b", help="A lane, or all; repeat for several (-b bullmq -b kafka)."),
-]
 
 
 def chosen(choices: list[LaneOrAll]) -> list[str]:
@@ -80,89 +54,6 @@ def main(
     ] = None,
 ) -> None:
     """Booking Queue Lab"""
-
-
-def friendly(fn: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
-    """Run an async command; turn the errors a learner can fix into one clear line."""
-
-    @wraps(fn)
-    def run(*args, **kwargs):
-        try:
-            return asyncio.run(fn(*args, **kwargs))
-        except (UnknownBackend, FaultSpecError, SettingsError) as exc:
-            _fail(str(exc))
-        except RedisConnectionError as exc:
-            _fail(f"cannot reach Redis ({exc}); is the lab up? run `labkit infra up`")
-        except KafkaError as exc:
-            _fail(f"Kafka error: {exc}; is the lab up? run `labkit infra up`")
-
-    return run
-
-
-def _fail(message: str) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(1)
-
-
-@app.command()
-@friendly
-async def worker(
-    backend: Backend,
-    concurrency: Annotated[int, typer.Option(min=1, max=256)] = 1,
-    burst: Annotated[bool, typer.Option(help="exit once nothing is left to do")] = False,
-) -> None:
-    """Run one worker process for a lane. SIGTERM finishes in-flight jobs, then exits. When
-    Redis or Kafka goes away it says so once and reconnects with backoff instead of exiting."""
-    # One INFO line per job from the lab (a story in the worker's log); clients stay quiet.
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
-    logging.getLogger("labkit").setLevel(os.environ.get("LABKIT_LOG_LEVEL", "INFO").upper())
-    lane = backend.value
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
-    async def run_once() -> None:
-        async with Lab() as lab:  # a fresh Lab per try: no client left over from the outage
-            await lab.backend(lane).run_worker(concurrency=concurrency, stop=stop, burst=burst)
-
-    console.print(f"[green]▶[/green] {lane} worker pid={os.getpid()} concurrency={concurrency}")
-    async with anyio.create_task_group() as tg:
-        if os.environ.get(PARENT_PID_ENV):
-            tg.start_soon(stop_when_orphaned, int(os.environ[PARENT_PID_ENV]), stop)
-        await run_through_outages(run_once, stop=stop, lane=lane)
-        tg.cancel_scope.cancel()
-    console.print(f"[blue]■[/blue] {lane} worker stopped")
-
-
-async def stop_when_orphaned(parent_pid: int, stop: asyncio.Event, *, every_s: float = 1.0) -> None:
-    """A pool's worker stops gracefully once the process that started it is gone (a notebook
-    kernel killed outright runs no cleanup); workers started by hand set no parent."""
-    while os.getppid() == parent_pid:
-        await anyio.sleep(every_s)
-    log.warning("worker pid=%s: its pool's process %s is gone; stopping", os.getpid(), parent_pid)
-    stop.set()
-
-
-async def run_through_outages(
-    run: Callable[[], Awaitable[None]], *, stop: asyncio.Event, lane: str
-) -> None:
-    """Run `run` until it returns or `stop` is set; a lost broker connection is retried after
-    a growing pause, with one WARNING line per outage (not one per try)."""
-    backoff = Backoff()
-    while not stop.is_set():
-        started = time.monotonic()
-        try:
-            await run()
-            return
-        except BROKER_GONE as exc:
-            pause = backoff.pause_after(time.monotonic() - started)
-            if pause == backoff.first_s:  # the first failure of this outage
-                log.warning("%s worker pid=%s lost its broker (%s: %s); reconnecting with "
-                            "backoff up to %.0f s", lane, os.getpid(), type(exc).__name__, exc,
-                            backoff.max_s)
-            with anyio.move_on_after(pause):
-                await stop.wait()
 
 
 @app.command()
