@@ -31,15 +31,19 @@ class LaneVerdict:
     overbooked_room_nights: int = 0
     confirmations_not_completed: int = 0
     recovery_s: float | None = None  # fault end → every accepted booking finished
-    p99_latency_s: float | None = None
+    p99_latency_s: float | None = None  # with a clean baseline: of the bookings outside it
+    p99_clean_s: float | None = None  # the scenario's clean baseline batch, same run and lane
+    p99_vs_clean: float | None = None  # p99_latency_s / p99_clean_s
+    p99_over_limit: bool = False  # full-size runs: the ratio broke the scenario's p99_limit
     notes: list[str] = field(default_factory=list)
 
     @property
     def clean(self) -> bool:
-        """Nothing lost beyond the explained window, nothing doubled, nothing overbooked."""
+        """Nothing lost beyond the explained window, nothing doubled, nothing overbooked, and
+        (full-size runs) latency under the fault within its limit of the clean run's."""
         return not (self.lost - self.lost_explained or self.duplicate_charges
                     or self.charged_not_completed or self.overbooked_room_nights
-                    or self.confirmations_not_completed)
+                    or self.confirmations_not_completed or self.p99_over_limit)
 
     def as_dict(self) -> dict:
         return {**asdict(self), "clean": self.clean}

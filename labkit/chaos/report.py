@@ -17,10 +17,12 @@ from labkit.chaos.runner import Outcome
 HEADERS = {"accepted": "acc", "refused": "refused", "completed": "done", "rejected": "rej",
            "dead_lettered": "DLQ", "in_flight": "flying", "lost": "lost", "lost_explained": "lost AOF",
            "duplicate_charges": "dup $", "charged_not_completed": "$ kept", "overbooked_room_nights": "overbk",
-           "confirmations_not_completed": "bad conf", "recovery_s": "recov s", "p99_latency_s": "p99 s"}
+           "confirmations_not_completed": "bad conf", "recovery_s": "recov s", "p99_latency_s": "p99 s",
+           "p99_clean_s": "clean p99 s", "p99_vs_clean": "p99 ×clean"}
 COLUMNS = ("accepted", "refused", "completed", "rejected", "dead_lettered", "in_flight", "lost",
            "lost_explained", "duplicate_charges", "charged_not_completed",
-           "overbooked_room_nights", "confirmations_not_completed", "recovery_s", "p99_latency_s")
+           "overbooked_room_nights", "confirmations_not_completed", "recovery_s", "p99_latency_s",
+           "p99_clean_s", "p99_vs_clean")
 DEFECTS = ("duplicate_charges", "charged_not_completed", "overbooked_room_nights",
            "confirmations_not_completed")
 
@@ -58,7 +60,11 @@ def write(outcomes: list[Outcome], out_dir: Path, *, bookings: int | None) -> tu
     data = as_json(outcomes, bookings=bookings)
     json_path, html_path = out_dir / "chaos.json", out_dir / "chaos.html"
     json_path.write_text(json.dumps(data, indent=2))
-    figures = [_matrix_figure(outcomes), *(_retry_figure(o) for o in outcomes if "retries_at_s" in o.figures)]
+    figures = [_matrix_figure(outcomes)]
+    if any(v.p99_clean_s is not None for o in outcomes for v in o.verdicts):
+        figures.append(_baseline_figure(outcomes))
+    if any("retries_at_s" in o.figures for o in outcomes):
+        figures.append(_retry_figure(outcomes))
     body = "\n".join(f.to_html(full_html=False, include_plotlyjs="cdn" if i == 0 else False)
                      for i, f in enumerate(figures))
     html_path.write_text(
@@ -83,11 +89,27 @@ def _matrix_figure(outcomes: list[Outcome]) -> go.Figure:
     return fig
 
 
-def _retry_figure(outcome: Outcome) -> go.Figure:
-    """Retries per quarter second after the outage began: jitter spreads the storm out."""
+def _baseline_figure(outcomes: list[Outcome]) -> go.Figure:
+    """p99 of a clean batch beside the p99 under the fault, same run, per lane."""
+    rows = [(f"{o.scenario}<br>{v.lane}", v) for o in outcomes for v in o.verdicts if v.p99_clean_s is not None]
     fig = go.Figure()
-    for name, times in outcome.figures["retries_at_s"].items():
-        fig.add_histogram(x=times, name=name, xbins={"size": 0.25}, opacity=0.6)
-    fig.update_layout(title=f"{outcome.scenario}: retries over time, with and without jitter",
-                      xaxis_title="seconds", yaxis_title="retries per 0.25 s", barmode="overlay")
+    fig.add_bar(x=[label for label, _ in rows], y=[v.p99_clean_s for _, v in rows], name="clean batch")
+    fig.add_bar(x=[label for label, _ in rows], y=[v.p99_latency_s for _, v in rows], name="under the fault",
+                text=[f"{v.p99_vs_clean}×" if v.p99_vs_clean is not None else "" for _, v in rows])
+    fig.update_layout(title="p99 latency (accepted → finished): clean run vs under the fault",
+                      yaxis_title="seconds", barmode="group")
+    return fig
+
+
+def _retry_figure(outcomes: list[Outcome]) -> go.Figure:
+    """Retries that began per quarter second after the outage began, every run that measured
+    them (with jitter, and the run without): jitter spreads the storm out."""
+    fig = go.Figure()
+    for outcome in outcomes:
+        for name, times in outcome.figures.get("retries_at_s", {}).items():
+            peak = outcome.figures.get("peak_retries_per_s", {}).get(name)
+            fig.add_histogram(x=times, name=f"{name} (peak {peak}/s)", xbins={"size": 0.25}, opacity=0.6)
+    fig.update_layout(title="payment outage: retries over time, with and without jitter (measured)",
+                      xaxis_title="seconds after the outage began", yaxis_title="retries per 0.25 s",
+                      barmode="overlay")
     return fig

@@ -50,6 +50,7 @@ class Run:
     workload: Workload = field(default_factory=Workload)
     fault_ended_at: float | None = None  # monotonic; recovery is measured from here
     explained_after: float | None = None  # epoch; see judge(explained_after=...)
+    baseline_ids: list[str] = field(default_factory=list)  # a clean batch run before the fault
     notes: list[str] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)  # series the HTML report charts
 

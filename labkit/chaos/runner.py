@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -35,6 +36,11 @@ class Scenario:
     lanes: tuple[str, ...] = LANES  # the lanes it applies to
     full_workers: int | None = None  # workers per lane when `--bookings` raises the size
     kafka_brokers: int = 1  # 3: the scenario runs on its own three-broker cluster
+    # p99 under the fault may be at most this many times the clean baseline's (the scenario
+    # runs one: Run.baseline_ids). Judged on full-size runs only: at CI size a p99 is a few
+    # bookings' worth of noise, and a timed check is no test.
+    p99_limit: float | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # on top of chaos_settings()
 
 
 @dataclass
@@ -66,7 +72,7 @@ async def run_scenario(scenario: Scenario, *, base: Settings, ledger: Ledger,
     size = bookings or scenario.ci_bookings
     count = scenario.full_workers if scenario.full_workers and size > scenario.ci_bookings else scenario.workers
     started = time.monotonic()
-    async with cluster(chaos_settings(base), scenario.kafka_brokers) as settings, Lab(settings) as lab, \
+    async with cluster(chaos_settings(base).with_(**scenario.settings), scenario.kafka_brokers) as settings, Lab(settings) as lab, \
             lab.workers(chosen, count=count, concurrency=scenario.concurrency) as pools:
         run = Run(scenario.name, lab, ledger, chosen, size, pools,
                   workload=Workload(seed=len(scenario.name)))
@@ -85,10 +91,27 @@ async def run_scenario(scenario: Scenario, *, base: Settings, ledger: Ledger,
             if run.fault_ended_at is not None and finished_at is not None:
                 verdict.recovery_s = round(max(0.0, finished_at - run.fault_ended_at), 2)
             ids = [a.booking_id for a in ledger.accepted(scenario.name, lane)]
-            verdict.p99_latency_s = await p99_latency_s(lab, lane, ids)
+            await _latency(verdict, lab, ids, baseline=run.baseline_ids,
+                           limit=scenario.p99_limit if size > scenario.ci_bookings else None)
             outcome.verdicts.append(verdict)
     outcome.seconds = time.monotonic() - started
     return outcome
+
+
+async def _latency(verdict: LaneVerdict, lab: Lab, ids: list[str], *, baseline: list[str],
+                   limit: float | None) -> None:
+    """p99 of the lane's bookings; with a baseline, of those outside it, beside the baseline's
+    own p99 and the ratio of the two, judged against `limit` when one is given."""
+    clean = set(baseline)
+    verdict.p99_latency_s = await p99_latency_s(lab, verdict.lane, [i for i in ids if i not in clean])
+    if not baseline:
+        return
+    verdict.p99_clean_s = await p99_latency_s(lab, verdict.lane, [i for i in ids if i in clean])
+    if verdict.p99_clean_s and verdict.p99_latency_s is not None:
+        verdict.p99_vs_clean = round(verdict.p99_latency_s / verdict.p99_clean_s, 2)
+    if limit is not None and verdict.p99_vs_clean is not None and verdict.p99_vs_clean > limit:
+        verdict.p99_over_limit = True
+        verdict.notes.append(f"p99 {verdict.p99_vs_clean:.2f}× the clean run's (limit {limit:g}×)")
 
 
 async def drain(run: Run, timeout_s: float = DRAIN_TIMEOUT_S) -> float | None:

@@ -54,13 +54,21 @@ async def test_poison_is_dead_lettered_once_and_the_rest_completes(settings, led
     for verdict in outcome.verdicts:
         assert verdict.dead_lettered == outcome.figures["expected_dead_letters"], verdict
         assert verdict.completed + verdict.rejected == verdict.accepted - verdict.dead_lettered
+        # The clean baseline ran in the same scenario; the 2× limit is judged on full-size
+        # runs only (`labkit chaos --bookings N`): at CI size a timed check is no test.
+        assert isinstance(verdict.p99_clean_s, float) and verdict.p99_clean_s > 0, verdict
+        assert isinstance(verdict.p99_vs_clean, float), verdict
+        assert not verdict.p99_over_limit, verdict
 
 
-async def test_payment_outage_dead_letters_only_bookings_out_of_attempts(settings, ledger):
-    outcome = await matrix_row("payment-outage", settings, ledger)
+@pytest.mark.parametrize(("name", "jitter"), [("payment-outage", "with jitter"),
+                                              ("payment-outage-no-jitter", "without jitter")])
+async def test_payment_outage_dead_letters_only_bookings_out_of_attempts(name, jitter, settings, ledger):
+    outcome = await matrix_row(name, settings, ledger)
     assert outcome.figures["dead_lettered_with_attempts_left"] == 0
-    jitter = outcome.figures["retries_at_s"]
-    assert jitter["with jitter"] and len(jitter["with jitter"]) == len(jitter["without jitter"])
+    assert list(outcome.figures["retries_at_s"]) == [jitter]
+    assert outcome.figures["retries_at_s"][jitter], "the outage made no booking retry"
+    assert outcome.figures["peak_retries_per_s"][jitter] > 0
 
 
 async def test_burst_sells_every_room_and_not_one_more(settings, ledger):

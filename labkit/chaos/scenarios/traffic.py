@@ -3,7 +3,8 @@ the same Idempotency-Key posted concurrently."""
 
 from __future__ import annotations
 
-import re
+import contextlib
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
@@ -31,6 +32,12 @@ POISON_SETTLES_S = 180.0  # all attempts of every poisoned booking, with backoff
 
 
 async def poison(run: Run) -> None:
+    """A clean batch first (the baseline the runner measures p99 on), then a batch of the same
+    size with malformed messages and always-failing bookings mixed in."""
+    clean = run.workload.bookings(run.bookings, start=run.bookings)
+    run.baseline_ids = [b.bookingId for b in clean]
+    await run.feed(clean)
+    await run.lab.wait_for(run.baseline_ids, run.lanes, timeout_s=POISON_SETTLES_S)
     bookings = run.workload.bookings(run.bookings)
     poisoned = [b.bookingId for b in bookings[::POISON_SHARE]]
     await run.lab.faults.set({"poison": ",".join(poisoned)})
@@ -45,8 +52,9 @@ async def poison(run: Run) -> None:
     run.fault_over()
     run.figures["expected_dead_letters"] = len(poisoned)
     run.figures["dlq_before"] = before
-    run.note(f"{len(MALFORMED)} malformed messages per lane and {len(poisoned)} bookings that "
-             "fail every attempt; each must be dead-lettered once")
+    run.note(f"{len(clean)} clean bookings (the p99 baseline), then {len(MALFORMED)} malformed "
+             f"messages per lane and {len(poisoned)} bookings that fail every attempt among "
+             f"{len(bookings)}; each poison must be dead-lettered once")
 
 
 async def payment_outage(run: Run) -> None:
@@ -55,38 +63,53 @@ async def payment_outage(run: Run) -> None:
     async with anyio.create_task_group() as group:
         group.start_soon(run.feed, bookings)
         await run.lab.faults.set({"payment.fail_rate": 1})
+        began = time.time()
         await anyio.sleep(outage_s)
         await run.lab.faults.set({"payment.fail_rate": 0})
     run.fault_over()
-    run.note(f"payment fails 100 % for {outage_s:.0f} s, then recovers")
-    await _retry_figures(run, bookings)
+    jitter = "with jitter" if run.lab.settings.backoff_jitter else "without jitter"
+    run.note(f"payment fails 100 % for {outage_s:.0f} s, then recovers; retries {jitter}")
+    with contextlib.suppress(TimeoutError):  # the verdict counts what is still in flight
+        await run.lab.wait_for([b.bookingId for b in bookings], run.lanes, timeout_s=POISON_SETTLES_S)
+    await _retry_figures(run, bookings, began=began, label=jitter)
 
 
-async def _retry_figures(run: Run, bookings: list[Booking]) -> None:
-    """When each retry ran, and when it would have run without jitter (same failures, the
-    backoff's full ceiling, as pipeline.backoff_s would give with no random half); and how many
-    bookings were dead-lettered with attempts left."""
-    settings = run.lab.settings
-    with_jitter, without = [], []
+async def _retry_figures(run: Run, bookings: list[Booking], *, began: float, label: str) -> None:
+    """When each retry really started (its attempt's first status entry), in seconds after the
+    outage began; and how many bookings were dead-lettered with attempts left."""
+    starts: list[float] = []
     early_dead = 0
     for lane in run.lanes:
         for booking in bookings:
             status = await run.lab.status.get(lane, booking.bookingId)
             if status is None:
                 continue
-            if status.state is State.DEAD_LETTERED and status.attempts < settings.max_attempts:
+            if status.state is State.DEAD_LETTERED and status.attempts < run.lab.settings.max_attempts:
                 early_dead += 1
-            for entry in status.history:
-                delay = re.search(r"retry in ([0-9.]+)s", entry.get("detail", ""))
-                if entry["state"] == "retrying" and delay:
-                    at, attempt = float(entry["at"]), int(entry["attempt"])
-                    with_jitter.append(at + float(delay.group(1)))
-                    ceiling = min(settings.backoff_max_s, settings.backoff_base_s * 2 ** (attempt - 1))
-                    without.append(at + ceiling)
-    start = min(with_jitter + without, default=0.0)
-    run.figures["retries_at_s"] = {"with jitter": [t - start for t in with_jitter],
-                                   "without jitter": [t - start for t in without]}
+            starts += [at - began for at in retry_starts(status.history)]
+    run.figures["retries_at_s"] = {label: sorted(starts)}
+    run.figures["peak_retries_per_s"] = {label: peak_rate(starts)}
     run.figures["dead_lettered_with_attempts_left"] = early_dead
+
+
+def retry_starts(history: list[dict]) -> list[float]:
+    """The epoch time each retry (attempt 2, 3, …) began: its first entry in the history."""
+    first: dict[int, float] = {}
+    for entry in history:
+        attempt = int(entry.get("attempt") or 0)
+        if entry["state"] == "active" and attempt > 1:
+            first.setdefault(attempt, float(entry["at"]))
+    return list(first.values())
+
+
+def peak_rate(times: list[float], window_s: float = 0.5) -> float:
+    """The most retries that began in any `window_s`, per second: how hard the storm hits."""
+    ordered, most, low = sorted(times), 0, 0
+    for high, t in enumerate(ordered):
+        while t - ordered[low] > window_s:
+            low += 1
+        most = max(most, high - low + 1)
+    return round(most / window_s, 1)
 
 
 async def burst_inventory(run: Run) -> None:
