@@ -92,6 +92,7 @@ def cluster_settings(settings: Settings) -> Settings:
         kafka_bootstrap=",".join(f"{host}:{base + 2 * i}" for i in range(3)),
         home=settings.home / "chaos-cluster",
         kafka_quick_start=True,
+        kafka_heap="-Xms64m -Xmx256m",  # three of them beside the lab's own broker
     )
 
 
