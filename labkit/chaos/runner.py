@@ -84,12 +84,11 @@ async def run_scenario(scenario: Scenario, *, base: Settings, ledger: Ledger,
             await scenario.inject(run)
         finally:
             await lab.faults.end_lesson()
-        finished_at = await drain(run)
+        drained_at = await drain(run)
         outcome = Outcome(scenario.name, 0.0, notes=run.notes, figures=run.figures)
         for lane in chosen:
             verdict = await judge(lab, ledger, scenario.name, lane, explained_after=run.explained_after)
-            if run.fault_ended_at is not None and finished_at is not None:
-                verdict.recovery_s = round(max(0.0, finished_at - run.fault_ended_at), 2)
+            verdict.recovery_s = recovery_s(run.fault_ended_at, drained_at.get(lane))
             ids = [a.booking_id for a in ledger.accepted(scenario.name, lane)]
             await _latency(verdict, lab, ids, baseline=run.baseline_ids,
                            limit=scenario.p99_limit if size > scenario.ci_bookings else None)
@@ -114,24 +113,34 @@ async def _latency(verdict: LaneVerdict, lab: Lab, ids: list[str], *, baseline: 
         verdict.notes.append(f"p99 {verdict.p99_vs_clean:.2f}× the clean run's (limit {limit:g}×)")
 
 
-async def drain(run: Run, timeout_s: float = DRAIN_TIMEOUT_S) -> float | None:
-    """Wait until no accepted booking is in flight on any lane; the monotonic time it
-    happened, or None when the timeout came first (the verdict then counts them in flight)."""
+async def drain(run: Run, timeout_s: float = DRAIN_TIMEOUT_S) -> dict[str, float]:
+    """Wait until no accepted booking is in flight on any lane. Returns, per lane, the monotonic
+    time its last accepted booking finished (first seen with none in flight; nothing new is
+    accepted once the fault is over); a lane still busy at the timeout is missing (its verdict
+    then counts them in flight)."""
+    drained: dict[str, float] = {}
     with anyio.move_on_after(timeout_s):
-        while True:
-            if not await _any_in_flight(run):
-                return time.monotonic()
-            await anyio.sleep(POLL_S)
-    return None
+        while len(drained) < len(run.lanes):
+            for lane in run.lanes:
+                if lane not in drained and not await _in_flight(run, lane):
+                    drained[lane] = time.monotonic()
+            if len(drained) < len(run.lanes):
+                await anyio.sleep(POLL_S)
+    return drained
 
 
-async def _any_in_flight(run: Run) -> bool:
-    for lane in run.lanes:
-        ids = [a.booking_id for a in run.ledger.accepted(run.scenario, lane)]
-        states = await run.lab.status.many(lane, ids)
-        if any(state in IN_FLIGHT for state in states.values()):
-            return True
-    return False
+def recovery_s(fault_ended_at: float | None, drained_at: float | None) -> float | None:
+    """Fault end → the lane's lag back to 0 (every booking it accepted finished); None when
+    the scenario has no fault end or the lane never drained."""
+    if fault_ended_at is None or drained_at is None:
+        return None
+    return round(max(0.0, drained_at - fault_ended_at), 2)
+
+
+async def _in_flight(run: Run, lane: str) -> bool:
+    ids = [a.booking_id for a in run.ledger.accepted(run.scenario, lane)]
+    states = await run.lab.status.many(lane, ids)
+    return any(state in IN_FLIGHT for state in states.values())
 
 
 def ledger_path(out_dir: Path) -> Path:

@@ -1,13 +1,14 @@
 """The chaos matrix's arithmetic, without brokers: the clean-baseline p99 ratio and its limit,
-the measured retry starts and their peak rate, and backoff without jitter."""
+recovery per lane, the measured retry starts and their peak rate, and backoff without jitter."""
 
 from __future__ import annotations
 
 import random
+import time
 from types import SimpleNamespace
 
 from labkit.chaos.judge import LaneVerdict
-from labkit.chaos.runner import _latency
+from labkit.chaos.runner import POLL_S, _latency, drain, recovery_s
 from labkit.chaos.scenarios import SCENARIOS
 from labkit.chaos.scenarios.traffic import peak_rate, retry_starts
 from labkit.pipeline import backoff_s
@@ -83,3 +84,33 @@ def test_the_matrix_compares_the_outage_with_and_without_jitter():
     assert SCENARIOS["payment-outage"].settings == {}
     assert SCENARIOS["payment-outage-no-jitter"].settings == {"backoff_jitter": False}
     assert SCENARIOS["poison"].p99_limit == 2.0
+
+
+class _Draining:
+    """lab.status.many for lanes that stay busy for a given number of looks, then finish."""
+
+    def __init__(self, busy_looks: dict[str, int]) -> None:
+        self.busy_looks = busy_looks
+
+    async def many(self, lane: str, ids: list[str]):
+        self.busy_looks[lane] -= 1
+        state = State.ACTIVE if self.busy_looks[lane] >= 0 else State.COMPLETED
+        return dict.fromkeys(ids, state)
+
+
+async def test_recovery_is_measured_per_lane():
+    ledger = SimpleNamespace(accepted=lambda scenario, lane: [SimpleNamespace(booking_id=f"{lane}-1")])
+    run = SimpleNamespace(scenario="worker-kill", lanes=["bullmq", "kafka"], ledger=ledger,
+                          lab=SimpleNamespace(status=_Draining({"bullmq": 0, "kafka": 2})))
+    ended = time.monotonic()
+    drained = await drain(run, timeout_s=10)
+    fast, slow = (recovery_s(ended, drained[lane]) for lane in ("bullmq", "kafka"))
+    assert fast < 0.2 and slow >= 2 * POLL_S - 0.05  # kafka needed two more looks
+    assert recovery_s(None, drained["kafka"]) is None and recovery_s(ended, None) is None
+
+
+async def test_a_lane_still_busy_at_the_timeout_has_no_recovery():
+    ledger = SimpleNamespace(accepted=lambda scenario, lane: [SimpleNamespace(booking_id="b")])
+    run = SimpleNamespace(scenario="s", lanes=["streams"], ledger=ledger,
+                          lab=SimpleNamespace(status=_Draining({"streams": 10_000})))
+    assert await drain(run, timeout_s=0.3) == {}
