@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from typing import Any
+from urllib.parse import urlparse
 
 from bullmq import Job, Queue, UnrecoverableError, Worker
 
@@ -37,6 +38,48 @@ class RetryLater(Exception):
         self.delay_ms = delay_ms
 
 
+class _TolerantWorker(Worker):
+    """bullmq parses a job's stored data before any processor sees it. Data that is not JSON
+    (written by redis-cli, or edited in bull-board) raised there, left the job and the next
+    one stuck in `active`, and wedged the lane. Here such a job reaches the processor with
+    its text as data, and the lab dead-letters it like any other poison."""
+
+    async def nextJobFromJobData(self, job_data=None, job_id=None, limit_until=0, delay_until=0, token=None):
+        try:
+            return await super().nextJobFromJobData(job_data, job_id, limit_until, delay_until, token)
+        except ValueError:  # json.JSONDecodeError; only a job's data or opts can raise it
+            if not job_data:
+                raise
+            return await super().nextJobFromJobData(
+                _as_text_data(job_data), job_id, limit_until, delay_until, token
+            )
+
+
+def _as_text_data(raw: dict) -> dict:
+    """A job hash whose data is kept as a JSON string of its text, and unreadable opts dropped."""
+    fixed = dict(raw)
+    try:
+        json.loads(fixed.get("data", "{}"))
+    except ValueError:
+        fixed["data"] = json.dumps(str(fixed["data"]))
+    try:
+        json.loads(fixed.get("opts", "{}"))
+    except ValueError:
+        fixed["opts"] = "{}"
+    return fixed
+
+
+def _connection(redis_url: str) -> dict[str, Any]:
+    """bullmq's client decodes every reply as UTF-8; bytes that are not (written by any
+    client) would raise before the lab could dead-letter them. Replaced, they cannot."""
+    url = urlparse(redis_url)
+    return {
+        "host": url.hostname or "127.0.0.1", "port": url.port or 6379,
+        "db": int(url.path.strip("/") or 0), "username": url.username, "password": url.password,
+        "ssl": url.scheme == "rediss", "encoding_errors": "replace",
+    }  # fmt: skip
+
+
 def _backoff_strategy(attempts_made: int, backoff_type: str, err: Exception, job: Job) -> int:
     # BullMQ's built-in backoffs have no jitter; the delay the lab chose travels in the error.
     return getattr(err, "delay_ms", 1000)
@@ -52,7 +95,7 @@ class BullMQBackend(Backend):
     def queue(self, name: str = names.QUEUE) -> Queue:
         # Created lazily: bullmq objects must be made inside a running event loop.
         if name not in self._queues:
-            self._queues[name] = Queue(name, {"connection": self.settings.redis_url})
+            self._queues[name] = Queue(name, {"connection": _connection(self.settings.redis_url)})
         return self._queues[name]
 
     async def close(self) -> None:
@@ -88,12 +131,12 @@ class BullMQBackend(Backend):
         if self.settings.bullmq_rate_limit_per_s:
             # Shared by every worker on the queue: BullMQ keeps the limiter in Redis.
             limiter = {"limiter": {"max": self.settings.bullmq_rate_limit_per_s, "duration": 1000}}
-        worker = Worker(
+        worker = _TolerantWorker(
             names.QUEUE,
             self._process_job,
             {
                 **limiter,
-                "connection": self.settings.redis_url,
+                "connection": _connection(self.settings.redis_url),
                 "concurrency": concurrency,
                 "lockDuration": stale_ms,
                 "stalledInterval": max(500, stale_ms // 2),
@@ -150,8 +193,7 @@ class BullMQBackend(Backend):
     async def _sweep_failed(self) -> None:
         """Jobs BullMQ failed by itself — stalled more often than maxStalledCount, or a
         processor error outside the pipeline — still get a dead letter and a final status."""
-        # A job removed while we read the set comes back as None.
-        jobs = [job for job in await self.queue().getFailed(0, 199) if job is not None]
+        jobs = await self._failed_jobs(200)
         failed = [(job, booking_id_of(job.data)) for job in jobs]
         # the lab's own dead-letter path already handled its failures
         failed = [(job, b) for job, b in failed if b and not str(job.failedReason).startswith(LAB_FAILURE)]
@@ -163,6 +205,17 @@ class BullMQBackend(Backend):
                 continue  # swept before (and maybe redriven since): once is enough
             verdict = Verdict.dead(booking_id, f"failed by BullMQ: {job.failedReason}")
             await self._settle(job, verdict, job.attemptsMade, started=time.monotonic())
+
+    async def _failed_jobs(self, count: int) -> list[Job]:
+        """The newest failed jobs. Not `Queue.getFailed`: it parses all of them at once, and
+        one whose data is not JSON would hide every other from the sweeper."""
+        queue = self.queue()
+        jobs = []
+        for job_id in await queue.client.zrevrange(queue.keys["failed"], 0, count - 1):
+            raw = await queue.client.hgetall(queue.toKey(job_id))
+            if raw:  # removed while we read the set
+                jobs.append(Job.fromJSON(queue, _as_text_data(raw), job_id))
+        return jobs
 
     async def _on_progress(self, progress: int) -> None:
         job = _current_job.get(None)

@@ -92,6 +92,31 @@ async def test_bullmq_survives_poison(lab, case):
     await assert_survives(lab, "bullmq", send, reason)
 
 
+# -- BullMQ: a job hash edited by redis-cli or bull-board after it was added -----------------
+BULLMQ_UNPARSABLE = {
+    "non-json-data": (b"not json {", "job is not JSON"),
+    "non-utf8-data": (NOT_UTF8, "job is not JSON"),
+}
+
+
+@pytest.mark.bullmq
+@pytest.mark.parametrize("case", BULLMQ_UNPARSABLE)
+async def test_bullmq_survives_data_bullmq_itself_cannot_parse(lab, settings, case):
+    """bullmq parses stored data before the processor runs: such a job once wedged the lane."""
+    data, reason = BULLMQ_UNPARSABLE[case]
+
+    async def send() -> None:
+        queue = lab.backend("bullmq").queue()
+        job = await queue.add(names.BULLMQ_JOB_NAME, {}, {"jobId": f"poison-{case}"})
+        raw = redis_bytes_client(settings)
+        try:
+            await raw.hset(queue.toKey(job.id), "data", data)
+        finally:
+            await raw.aclose()
+
+    await assert_survives(lab, "bullmq", send, reason)
+
+
 # -- Redis Streams: entries XADDed with raw bytes ---------------------------------------------
 STREAMS_POISON = {
     "non-utf8-job": ({b"job": NOT_UTF8}, "not UTF-8", "base64:"),
