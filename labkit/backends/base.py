@@ -174,6 +174,12 @@ class Backend(ABC):
             return Verdict.dead(booking_id_of(payload), f"invalid job: {exc}")
         booking = envelope.data
         booking_id = booking.bookingId
+        settled = await self.status.get(self.lane, booking_id)
+        if settled is not None and settled.state in {State.DEAD_LETTERED, State.REJECTED}:
+            # A late copy (at-least-once: a redelivery, a retry another copy already used up)
+            # of a booking that ended without its charge: running it would charge and confirm
+            # what was refunded. A redrive sets it back to queued first, so it still runs.
+            return Verdict(Action.ACK, booking_id, final=settled.state)
 
         async def report(progress: int | None, note: str) -> None:
             await self.status.transition(
