@@ -41,6 +41,7 @@ class Scenario:
     # bookings' worth of noise, and a timed check is no test.
     p99_limit: float | None = None
     settings: dict[str, Any] = field(default_factory=dict)  # on top of chaos_settings()
+    measure: Callable[[Run], Awaitable[None]] | None = None  # figures read once every lane drained
 
 
 @dataclass
@@ -85,6 +86,8 @@ async def run_scenario(scenario: Scenario, *, base: Settings, ledger: Ledger,
         finally:
             await lab.faults.end_lesson()
         drained_at = await drain(run)
+        if scenario.measure is not None:
+            await scenario.measure(run)
         outcome = Outcome(scenario.name, 0.0, notes=run.notes, figures=run.figures)
         for lane in chosen:
             verdict = await judge(lab, ledger, scenario.name, lane, explained_after=run.explained_after)

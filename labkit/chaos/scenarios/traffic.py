@@ -3,7 +3,6 @@ the same Idempotency-Key posted concurrently."""
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -67,16 +66,17 @@ async def payment_outage(run: Run) -> None:
         await anyio.sleep(outage_s)
         await run.lab.faults.set({"payment.fail_rate": 0})
     run.fault_over()
+    run.figures["outage_began_at"] = began
     jitter = "with jitter" if run.lab.settings.backoff_jitter else "without jitter"
     run.note(f"payment fails 100 % for {outage_s:.0f} s, then recovers; retries {jitter}")
-    with contextlib.suppress(TimeoutError):  # the verdict counts what is still in flight
-        await run.lab.wait_for([b.bookingId for b in bookings], run.lanes, timeout_s=POISON_SETTLES_S)
-    await _retry_figures(run, bookings, began=began, label=jitter)
 
 
-async def _retry_figures(run: Run, bookings: list[Booking], *, began: float, label: str) -> None:
-    """When each retry really started (its attempt's first status entry), in seconds after the
-    outage began; and how many bookings were dead-lettered with attempts left."""
+async def retry_figures(run: Run) -> None:
+    """After the drain: when each retry really started (its attempt's first status entry), in
+    seconds after the outage began; and how many bookings were dead-lettered with attempts left."""
+    bookings = run.workload.bookings(run.bookings)
+    began = run.figures["outage_began_at"]
+    label = "with jitter" if run.lab.settings.backoff_jitter else "without jitter"
     starts: list[float] = []
     early_dead = 0
     for lane in run.lanes:
