@@ -70,7 +70,9 @@ class BullMQRaw(Layer):
         self.worker = Worker(self.name, self._process, options | {"concurrency": self.concurrency})
 
     async def stop(self) -> None:
-        await self.worker.close()
+        # Forced: every measured message has finished by now, and a graceful close cancelled
+        # midway (a run that timed out) spins inside bullmq instead of ending.
+        await self.worker.close(force=True)
         await self.queue.obliterate(force=True)
         await self.queue.close()
 
