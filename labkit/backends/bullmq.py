@@ -210,12 +210,13 @@ class BullMQBackend(Backend):
         """The newest failed jobs. Not `Queue.getFailed`: it parses all of them at once, and
         one whose data is not JSON would hide every other from the sweeper."""
         queue = self.queue()
-        jobs = []
-        for job_id in await queue.client.zrevrange(queue.keys["failed"], 0, count - 1):
-            raw = await queue.client.hgetall(queue.toKey(job_id))
-            if raw:  # removed while we read the set
-                jobs.append(Job.fromJSON(queue, _as_text_data(raw), job_id))
-        return jobs
+        ids = await queue.client.zrevrange(queue.keys["failed"], 0, count - 1)
+        pipe = queue.client.pipeline(transaction=False)  # one round trip for every hash
+        for job_id in ids:
+            pipe.hgetall(queue.toKey(job_id))
+        raws = await pipe.execute() if ids else []
+        # an empty hash: the job was removed while we read the set
+        return [Job.fromJSON(queue, _as_text_data(raw), job_id) for job_id, raw in zip(ids, raws, strict=True) if raw]
 
     async def _on_progress(self, progress: int) -> None:
         job = _current_job.get(None)
