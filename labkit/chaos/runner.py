@@ -93,14 +93,14 @@ async def run_scenario(scenario: Scenario, *, base: Settings, ledger: Ledger,
             verdict = await judge(lab, ledger, scenario.name, lane, explained_after=run.explained_after)
             verdict.recovery_s = recovery_s(run.fault_ended_at, drained_at.get(lane))
             ids = [a.booking_id for a in ledger.accepted(scenario.name, lane)]
-            await _latency(verdict, lab, ids, baseline=run.baseline_ids,
+            await judge_latency(verdict, lab, ids, baseline=run.baseline_ids,
                            limit=scenario.p99_limit if size > scenario.ci_bookings else None)
             outcome.verdicts.append(verdict)
     outcome.seconds = time.monotonic() - started
     return outcome
 
 
-async def _latency(verdict: LaneVerdict, lab: Lab, ids: list[str], *, baseline: list[str],
+async def judge_latency(verdict: LaneVerdict, lab: Lab, ids: list[str], *, baseline: list[str],
                    limit: float | None) -> None:
     """p99 of the lane's bookings; with a baseline, of those outside it, beside the baseline's
     own p99 and the ratio of the two, judged against `limit` when one is given."""

@@ -8,7 +8,7 @@ import time
 from types import SimpleNamespace
 
 from labkit.chaos.judge import LaneVerdict
-from labkit.chaos.runner import POLL_S, _latency, drain, recovery_s
+from labkit.chaos.runner import POLL_S, drain, judge_latency, recovery_s
 from labkit.chaos.scenarios import SCENARIOS
 from labkit.chaos.scenarios.traffic import peak_rate, retry_starts
 from labkit.pipeline import backoff_s
@@ -33,7 +33,7 @@ def _lab(latencies: dict[str, float]):
 async def test_p99_beside_the_clean_baseline_and_their_ratio():
     lab = _lab({"c1": 1.0, "c2": 2.0, "p1": 3.0, "p2": 5.0})
     verdict = LaneVerdict("poison", "bullmq")
-    await _latency(verdict, lab, ["c1", "c2", "p1", "p2"], baseline=["c1", "c2"], limit=None)
+    await judge_latency(verdict, lab, ["c1", "c2", "p1", "p2"], baseline=["c1", "c2"], limit=None)
     assert (verdict.p99_clean_s, verdict.p99_latency_s, verdict.p99_vs_clean) == (2.0, 5.0, 2.5)
     assert verdict.clean  # no limit given (a CI-sized run): reported, not judged
 
@@ -41,16 +41,16 @@ async def test_p99_beside_the_clean_baseline_and_their_ratio():
 async def test_a_full_size_run_over_the_limit_is_a_defect():
     lab = _lab({"c1": 1.0, "p1": 2.5})
     verdict = LaneVerdict("poison", "kafka")
-    await _latency(verdict, lab, ["c1", "p1"], baseline=["c1"], limit=2.0)
+    await judge_latency(verdict, lab, ["c1", "p1"], baseline=["c1"], limit=2.0)
     assert verdict.p99_over_limit and not verdict.clean
     within = LaneVerdict("poison", "kafka")
-    await _latency(within, _lab({"c1": 1.0, "p1": 1.9}), ["c1", "p1"], baseline=["c1"], limit=2.0)
+    await judge_latency(within, _lab({"c1": 1.0, "p1": 1.9}), ["c1", "p1"], baseline=["c1"], limit=2.0)
     assert within.clean and within.p99_vs_clean == 1.9
 
 
 async def test_without_a_baseline_p99_covers_every_booking():
     verdict = LaneVerdict("worker-kill", "streams")
-    await _latency(verdict, _lab({"a": 1.0, "b": 4.0}), ["a", "b"], baseline=[], limit=2.0)
+    await judge_latency(verdict, _lab({"a": 1.0, "b": 4.0}), ["a", "b"], baseline=[], limit=2.0)
     assert verdict.p99_latency_s == 4.0 and verdict.p99_clean_s is None and verdict.p99_vs_clean is None
 
 
