@@ -119,16 +119,20 @@ def test_static_bundle_carries_plotly_json_and_html():
     assert bundle["application/vnd.plotly.v1+json"]["data"][0]["name"] == "bullmq"
 
 
-def test_failure_slider_writes_the_fault():
-    class Faults:
-        def __init__(self):
-            self.values = []
+class RecordingFaults:
+    """A fault store that records what the sliders write."""
 
-        async def set(self, assignments):
-            self.values.append(assignments)
+    def __init__(self):
+        self.values = []
+
+    async def set(self, assignments):
+        self.values.append(assignments)
+
+
+def test_failure_slider_writes_the_fault():
 
     async def move():
-        faults = Faults()
+        faults = RecordingFaults()
         slider = widgets.failure_slider(faults)
         slider.value = 0.3
         await asyncio.gather(*slider.tasks)
@@ -212,15 +216,9 @@ def test_workers_slider_is_disabled_the_moment_its_pool_closes():
 def test_failure_slider_is_disabled_when_the_lesson_finishes():
     from labkit.notebook.session import finish
 
-    class Faults:
-        def __init__(self):
-            self.values = []
-
-        async def set(self, assignments):
-            self.values.append(assignments)
 
     class Lab:
-        faults = Faults()
+        faults = RecordingFaults()
 
         async def close(self):
             pass
