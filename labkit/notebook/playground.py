@@ -27,7 +27,7 @@ from anyio.abc import TaskGroup
 from labkit.faults import CACHE_S
 from labkit.notebook import live
 from labkit.notebook.lessons import retry_policy, wait_for_workers
-from labkit.notebook.widgets import LaneBoard
+from labkit.notebook.widgets import LaneBoard, booking_statuses
 from labkit.settings import LANES
 from labkit.status import TERMINAL
 
@@ -60,7 +60,9 @@ class Playground:
         self.stop_after_s, self.owns_lab = stop_after_s, owns_lab
         self.published = 0  # bookings the open loop has sent (the poisons aside)
         self.accepted: list[str] = []  # this run's bookings every lane took
-        self.poisoned: list[str] = []
+        self.poisoned: list[str] = []  # poison bookings published (each also in `accepted`)
+        self._poison_clicks: list[str] = []  # every poison asked for; those not yet in
+        # `poisoned` are on their way, and Stop's drain waits for them
         self.changes: list[Change] = []
         self.pools: dict[str, Any] = {}
         self.run: live.LiveRun[dict[str, Any]] | None = None
@@ -136,6 +138,15 @@ class Playground:
                 await anyio.sleep(0.1)
         return await wait_for_workers(self.lab, lane, count, pids=self.pools[lane].pids, timeout_s=timeout_s)
 
+    async def wait_for_retries(self, change: Change, reason: str, *, timeout_s: float) -> int:
+        """Retries naming `reason` since `change`, once there is one (0 after `timeout_s`): on a
+        busy lab this run's bookings may wait behind a backlog before they reach the step."""
+        retries = 0
+        with anyio.move_on_after(timeout_s):
+            while not (retries := retries_after(await booking_statuses(self.lab, self.accepted), change, reason)):
+                await anyio.sleep(TICK_S)
+        return retries
+
     async def _main(self, tasks: TaskGroup) -> dict[str, Any]:
         await self.lab.faults.begin_lesson(retry_policy(self.lab.settings))  # a left-over worker follows it too
         try:
@@ -150,7 +161,7 @@ class Playground:
                         await self._stopping.wait()
                     flowing.cancel_scope.cancel()
                 with anyio.move_on_after(self.drain_timeout_s):
-                    while not _all_terminal(await self.lab.states(self.accepted, self.lanes)):
+                    while self._poisoning or not _all_terminal(await self.lab.states(self.accepted, self.lanes)):
                         await self._show()
                         await anyio.sleep(TICK_S)
                 return await self._show()
@@ -178,13 +189,19 @@ class Playground:
         self.accepted += [b.bookingId for b in bookings]
 
     async def poison(self) -> str:
-        """One booking that fails at validation on every attempt, until the DLQ takes it."""
-        booking = self.workload.bookings(1, start=10**6 + len(self.poisoned))[0]
-        self.poisoned.append(booking.bookingId)
-        await self.lab.faults.set({"poison": ",".join(self.poisoned)})
+        """One booking that fails at validation on every attempt, until the DLQ takes it.
+        A Stop pressed meanwhile still waits for it: the drain counts it from the click."""
+        booking = self.workload.bookings(1, start=10**6 + len(self._poison_clicks))[0]
+        self._poison_clicks.append(booking.bookingId)
+        await self.lab.faults.set({"poison": ",".join(self._poison_clicks)})
         await anyio.sleep(2 * CACHE_S)  # every worker's cached faults now name it
         await self._send([booking])
+        self.poisoned.append(booking.bookingId)
         return booking.bookingId
+
+    @property
+    def _poisoning(self) -> bool:
+        return len(self._poison_clicks) > len(self.poisoned)
 
     async def _refresh(self) -> None:
         while True:
