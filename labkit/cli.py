@@ -150,10 +150,13 @@ async def dlq_list(backend: Backend, limit: int = 50, as_json: Annotated[bool, t
 
 @dlq_app.command("redrive")
 @friendly
-async def dlq_redrive(backend: Backend, limit: int = 1000) -> None:
-    """Send dead letters back to the work queue."""
+async def dlq_redrive(
+    backend: Backend, limit: int = 1000,
+    booking: Annotated[list[str] | None, typer.Option(help="only this booking's letters (repeatable)")] = None,
+) -> None:
+    """Send dead letters back to the work queue (all of them, or only --booking's)."""
     async with Lab() as lab:
-        moved = await lab.backend(backend.value).dlq_redrive(limit)
+        moved = await lab.backend(backend.value).dlq_redrive(limit, booking_ids=booking or None)
     console.print(f"{backend.value}: redrove {moved} dead letter(s)")
 
 

@@ -81,6 +81,11 @@ def redrive_lock(lane: str) -> str:
     return f"{PREFIX}:{lane}:redrive-lock"
 
 
+# Set of Kafka DLQ letters ("partition:offset") redriven past the redrive group's committed
+# offset: a selective redrive takes letters out of order, and offsets only move over a prefix.
+KAFKA_REDRIVEN = f"{PREFIX}:kafka:dlq-redriven"
+
+
 def bullmq_swept(job_id: str) -> str:
     """Marker: the BullMQ sweeper dead-lettered this failed job (expires with the retention)."""
     return f"{PREFIX}:bullmq:swept:{job_id}"

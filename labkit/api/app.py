@@ -177,9 +177,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @app.post("/api/dlq/{backend}/redrive", response_model=Redriven,
               responses=error_responses(403, 404, 422, 503), dependencies=[Depends(same_origin_only)])
-    async def dlq_redrive(backend: BackendPath, limit: Limit = 1000) -> Any:
+    async def dlq_redrive(
+        backend: BackendPath, limit: Limit = 1000,
+        booking_id: Annotated[list[str] | None, Query(description="only these bookings' letters")] = None,
+    ) -> Any:
         lane = await _available_lane(services, backend)
-        return {"backend": lane, "redriven": await services.lab.backend(lane).dlq_redrive(limit)}
+        redriven = await services.lab.backend(lane).dlq_redrive(limit, booking_ids=booking_id or None)
+        return {"backend": lane, "redriven": redriven}
 
     @app.get("/health", response_model=Health, responses={503: {"model": Health}})
     async def health() -> Any:

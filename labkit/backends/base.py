@@ -18,7 +18,7 @@ import socket
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar
@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 WORKER_SEEN_S = 5.0  # a worker that has not checked in for this long no longer counts
 IDLE_CHECK_S = 0.5  # how often a burst worker asks whether anything is left to do
 REDRIVE_LOCK_S = 120.0  # a redrive of 1,000 letters takes seconds; a crashed one frees the lane by then
+DLQ_SEARCH_LIMIT = 20_000  # letters looked through for the bookings a selective redrive names
 BASE64_PREFIX = "base64:"  # marks a letter's payload that was not UTF-8 text
 
 
@@ -311,16 +312,22 @@ class Backend(ABC):
     async def dlq_list(self, limit: int = 100) -> list[DeadLetter]:
         return await self._dlq_list(limit)
 
-    async def dlq_redrive(self, limit: int = 1000) -> int:
+    async def dlq_redrive(self, limit: int = 1000, *, booking_ids: Collection[str] | None = None) -> int:
         """Send dead letters back to the work queue; their bookings start over as queued.
+        `booking_ids`: only those bookings' letters (a lesson redrives its own, never the
+        learner's); the others stay in the DLQ, in their order.
 
         One redrive per lane at a time: two at once would both read, and republish, the
         same letters (the second one finds them gone)."""
         async with self.redis.lock(keys.redrive_lock(self.lane), timeout=REDRIVE_LOCK_S, blocking_timeout=REDRIVE_LOCK_S):
-            return await self._redrive_locked(limit)
+            if booking_ids is None:
+                letters = await self._dlq_list(limit)
+            else:
+                wanted = set(booking_ids)
+                letters = [l for l in await self._dlq_list(DLQ_SEARCH_LIMIT) if l.booking_id in wanted][:limit]
+            return await self._redrive_locked(letters)
 
-    async def _redrive_locked(self, limit: int) -> int:
-        letters = await self._dlq_list(limit)
+    async def _redrive_locked(self, letters: list[DeadLetter]) -> int:
         for letter in letters:
             if letter.booking_id:
                 await self.status.transition(

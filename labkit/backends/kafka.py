@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -33,6 +34,7 @@ from kafka.structs import OffsetAndMetadata
 from labkit import kafka_admin, keys, names
 from labkit.backends.base import Backend, DeadLetter, LaneStats, Verdict, booking_id_of, preserved
 from labkit.pipeline import STEPS
+from labkit.text import as_text as _s
 
 log = logging.getLogger(__name__)
 DLQ_REDRIVE_GROUP = "booking-dlq-redrive"
@@ -299,33 +301,70 @@ class KafkaBackend(Backend):
                                   for tp, done in settled.items() for offset in done))
 
     # -- dead letters ------------------------------------------------------------------------
-    def _read_dlq(self, limit: int) -> tuple[list[DeadLetter], dict[TopicPartition, int]]:
-        """DLQ records past the redrive group's committed offsets, and where each part ends."""
-        reader = self._inspector(DLQ_REDRIVE_GROUP)
+    # The redrive group's committed offset marks how far each DLQ partition was redriven. A
+    # selective redrive (some bookings' letters) takes letters out of order: those past the
+    # offset are remembered in KAFKA_REDRIVEN until the offset can move over them.
+    def _dlq_partitions(self, reader: KafkaConsumer) -> list[tuple[TopicPartition, int, int]]:
+        """(partition, redrive group's committed offset, end) of each DLQ partition with letters."""
         partitions = [TopicPartition(names.TOPIC_DLQ, p) for p in reader.partitions_for_topic(names.TOPIC_DLQ) or ()]
-        reader.assign(partitions)
         ends = reader.end_offsets(partitions)
+        starts = {tp: reader.committed(tp) or 0 for tp in partitions}
+        return [(tp, starts[tp], ends[tp]) for tp in partitions if starts[tp] < ends[tp]]
+
+    @staticmethod
+    def _dlq_records(reader: KafkaConsumer, tp: TopicPartition, start: int, end: int) -> Iterator[ConsumerRecord]:
+        """One DLQ partition's records from `start` to `end`, in offset order."""
+        reader.assign([tp])
+        reader.seek(tp, start)
+        deadline = time.monotonic() + DLQ_READ_TIMEOUT_S
+        while reader.position(tp) < end:
+            if time.monotonic() > deadline:
+                raise KafkaError(f"{tp.topic}:{tp.partition}: no records past offset "
+                                 f"{reader.position(tp)} within {DLQ_READ_TIMEOUT_S:.0f}s (end {end})")
+            for record in reader.poll(timeout_ms=1000, max_records=500).get(tp, []):
+                if record.offset < end:
+                    yield record
+
+    def _read_dlq(self, limit: int, redriven: set[str]) -> list[DeadLetter]:
+        """Up to `limit` letters not redriven yet, partition by partition in offset order."""
+        reader = self._inspector(DLQ_REDRIVE_GROUP)
         letters: list[DeadLetter] = []
-        for tp in partitions:
-            start = reader.committed(tp) or 0
-            if start >= ends[tp]:
-                continue
-            reader.seek(tp, start)
-            deadline = time.monotonic() + DLQ_READ_TIMEOUT_S
-            while reader.position(tp) < ends[tp] and len(letters) < limit:
-                if time.monotonic() > deadline:
-                    raise KafkaError(f"{tp.topic}:{tp.partition}: no records past offset "
-                                     f"{reader.position(tp)} within {DLQ_READ_TIMEOUT_S:.0f}s (end {ends[tp]})")
-                for record in reader.poll(timeout_ms=1000, max_records=500).get(tp, []):
-                    if record.offset < ends[tp]:
+        try:
+            for tp, start, end in self._dlq_partitions(reader):
+                for record in self._dlq_records(reader, tp, start, end):
+                    if len(letters) >= limit:
+                        return letters
+                    if _letter_id(record) not in redriven:
                         letters.append(_letter(record))
-        reader.unsubscribe()
-        return letters[:limit], ends
+        finally:
+            reader.unsubscribe()
+        return letters
+
+    def _commit_redriven(self, redriven: set[str]) -> set[str]:
+        """Move each partition's redrive offset over its leading run of redriven letters;
+        return their ids (the offset now covers them)."""
+        reader = self._inspector(DLQ_REDRIVE_GROUP)
+        covered: set[str] = set()
+        offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+        try:
+            for tp, start, end in self._dlq_partitions(reader):
+                for record in self._dlq_records(reader, tp, start, end):
+                    if (letter_id := _letter_id(record)) not in redriven:
+                        break
+                    covered.add(letter_id)
+                    offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
+            if offsets:
+                reader.commit(offsets=offsets)
+        finally:
+            reader.unsubscribe()
+        return covered
+
+    async def _redriven(self) -> set[str]:
+        return {_s(m) for m in await self.redis.smembers(keys.KAFKA_REDRIVEN)}
 
     async def _dlq_list(self, limit: int) -> list[DeadLetter]:
         await self.setup()
-        letters, _ends = await self._in(self._inspect_thread, self._read_dlq, limit)
-        return letters
+        return await self._in(self._inspect_thread, self._read_dlq, limit, await self._redriven())
 
     async def _redrive(self, letters: list[DeadLetter]) -> int:
         if not letters:
@@ -333,13 +372,10 @@ class KafkaBackend(Backend):
         records = [(l.key.encode(), l.payload.encode(), [("jobId", f"redrive-{l.id}".encode())])
                    for l in letters]
         await self._send(names.TOPIC, records)
-        marks: dict[TopicPartition, int] = {}
-        for letter in letters:
-            partition, offset = (int(x) for x in letter.id.split(":"))
-            tp = TopicPartition(names.TOPIC_DLQ, partition)
-            marks[tp] = max(marks.get(tp, 0), offset + 1)
-        offsets = {tp: OffsetAndMetadata(o, "", -1) for tp, o in marks.items()}
-        await self._in(self._inspect_thread, self._inspector(DLQ_REDRIVE_GROUP).commit, offsets=offsets)
+        await self.redis.sadd(keys.KAFKA_REDRIVEN, *(l.id for l in letters))
+        covered = await self._in(self._inspect_thread, self._commit_redriven, await self._redriven())
+        if covered:
+            await self.redis.srem(keys.KAFKA_REDRIVEN, *covered)
         return len(letters)
 
     # -- stats -------------------------------------------------------------------------------
@@ -358,7 +394,8 @@ class KafkaBackend(Backend):
             stats.detail = {"error": str(exc)}
             return
         stats.lag = sum(v for k, v in work.items() if k.startswith(f"{names.TOPIC}:"))
-        stats.dlq_size = sum(dlq.values())
+        # letters a selective redrive took past the offset are no longer in the DLQ
+        stats.dlq_size = max(0, sum(dlq.values()) - await self.redis.scard(keys.KAFKA_REDRIVEN))
         stats.detail = {"lag_per_partition": work, "retry_backlog": _retry_backlog(work)}
 
 
@@ -430,9 +467,13 @@ def _source(record: ConsumerRecord) -> str:
     return f"{record.topic}:{record.partition}:{record.offset}"
 
 
+def _letter_id(record: ConsumerRecord) -> str:
+    return f"{record.partition}:{record.offset}"  # partition:offset in bookings.dlq
+
+
 def _letter(record: ConsumerRecord) -> DeadLetter:
     return DeadLetter(
-        id=f"{record.partition}:{record.offset}",  # partition:offset in bookings.dlq
+        id=_letter_id(record),
         booking_id=booking_id_of(record.value),
         reason=_header(record, "reason"),
         attempts=int(_number_header(record, "attempts", 0)),

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from labkit import keys
 from labkit.booking import make_booking
 from labkit.pipeline import PROGRESS_CHECKPOINTS
 from labkit.settings import LANES
@@ -85,6 +86,37 @@ async def test_always_failing_booking_is_dead_lettered_then_redriven(lab, lane, 
         states = await lab.wait_for([one.bookingId], [lane], timeout_s=60)
     assert states[lane][one.bookingId] is State.COMPLETED
     assert [dl for dl in await backend.dlq_list() if dl.booking_id == one.bookingId] == []
+
+
+async def test_redriving_one_booking_leaves_the_other_letters_in_order(lab, lane):
+    """Only the named bookings start over; the others' letters stay, in their order, and a
+    later full redrive takes exactly them. On Kafka, whose redrive mark is an offset, a letter
+    taken from the middle neither comes back nor is redriven twice."""
+    backend = lab.backend(lane)
+    bookings = [booking("hotel-redrive", n) for n in range(3)]
+    await lab.faults.set(["payment.fail_rate=1"])
+    states = await run_to_end(lab, lane, bookings, timeout_s=90)
+    assert set(states.values()) == {State.DEAD_LETTERED}
+    order = [letter.booking_id for letter in await backend.dlq_list()]
+    assert sorted(order) == sorted(b.bookingId for b in bookings)
+    first, middle, last = order
+    await lab.faults.clear()
+
+    assert await backend.dlq_redrive(booking_ids=[middle, "bk-never-dead-lettered"]) == 1
+    assert [letter.booking_id for letter in await backend.dlq_list()] == [first, last]
+    assert (await backend.stats()).dlq_size == 2
+    assert await backend.dlq_redrive(booking_ids=[middle]) == 0  # its letter is gone
+    assert (await lab.status.get(lane, middle)).state is State.QUEUED
+
+    with lab.pool(lane) as pool:
+        pool.start(1)
+        done = await lab.wait_for([middle], [lane], timeout_s=60)
+    assert done[lane][middle] is State.COMPLETED
+    assert await lab.status.many(lane, [first, last]) == {first: State.DEAD_LETTERED, last: State.DEAD_LETTERED}
+
+    assert await backend.dlq_redrive() == 2  # the other two, not the middle one again
+    assert await backend.dlq_list() == [] and (await backend.stats()).dlq_size == 0
+    assert await lab.redis.scard(keys.KAFKA_REDRIVEN) == 0  # Kafka's offset covers them all now
 
 
 async def test_invalid_jobs_go_straight_to_the_dlq_and_workers_keep_going(lab, lane):
