@@ -40,7 +40,7 @@ test: system venv
 	@status=0; \
 	$(TEST_ENV) $(BIN)/pytest $(or $(PYTEST_ARGS),tests/unit tests/integration tests/binder) || status=$$?; \
 	if [ -z "$(PYTEST_ARGS)" ]; then \
-	  $(TEST_ENV) $(BIN)/python -m labkit.notebook.used_lab --no-running-workers || status=$$?; \
+	  $(TEST_ENV) $(BIN)/python -m labkit.notebook.used_lab || status=$$?; \
 	  $(TEST_ENV) $(BIN)/pytest tests/notebooks || status=$$?; \
 	  $(TEST_ENV) $(BIN)/pytest --nbval-lax --nbval-cell-timeout=240 notebooks/ || status=$$?; \
 	  $(TEST_ENV) $(BIN)/pytest tests/browser || status=$$?; \
