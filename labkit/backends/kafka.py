@@ -10,6 +10,10 @@
   due yet is paused, and resumed when it is.
 - Dead letters go to `bookings.dlq`; a separate group's committed offset marks how far the
   DLQ has been redriven.
+- A retry or a dead letter and the consumed record's offset commit go in **one transaction**
+  (a worker's transactional producer, fenced by its group generation, KIP-447): a crash in
+  between can never leave the record both routed and uncommitted (two retries, two letters).
+  The lab reads every topic `read_committed`, so an aborted route is never seen.
 
 kafka-python clients are synchronous and not thread-safe: each lives on its own one-thread
 executor, and the asyncio side awaits it there.
@@ -32,7 +36,15 @@ from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from labkit import kafka_admin, keys, names
-from labkit.backends.base import Backend, DeadLetter, LaneStats, Verdict, booking_id_of, preserved
+from labkit.backends.base import (
+    DLQ_SEARCH_LIMIT,
+    Backend,
+    DeadLetter,
+    LaneStats,
+    Verdict,
+    booking_id_of,
+    preserved,
+)
 from labkit.pipeline import STEPS
 from labkit.text import as_text as _s
 
@@ -48,6 +60,9 @@ EMPTY_POLLS_WHEN_IDLE = 3  # burst mode: this many empty polls in a row, then lo
 # The producer sends at most 1 MiB a request: a bigger poison value is cut in its letter.
 LETTER_VALUE_MAX_BYTES = 512 * 1024
 DELIVERIES_TTL_S = 24 * 3600  # a delivery count left by a record never committed expires
+# A dead worker's open route transaction holds back read_committed readers of its partition
+# until the broker aborts it: a route takes milliseconds, so let that be seconds, not a minute.
+ROUTE_TIMEOUT_MS = 10_000
 OutgoingRecord = tuple[bytes | None, bytes, list[tuple[str, bytes]]]  # key, value, headers
 
 
@@ -61,6 +76,7 @@ class ConsumerSession:
     paused: dict[TopicPartition, float] = field(default_factory=dict)
     unstable_since: float | None = None  # when it left the stable group; None while stable
     empty_polls: int = 0
+    committed: dict[TopicPartition, int] = field(default_factory=dict)  # what we last committed
 
     async def call(self, fn, *args, **kwargs):
         """kafka-python is not thread-safe: the consumer is only ever used on its thread."""
@@ -79,12 +95,14 @@ class KafkaBackend(Backend):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._producer: KafkaProducer | None = None
+        self._router: KafkaProducer | None = None  # transactional: retries and letters
         self._producer_thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-producer")
         self._inspect_thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-inspect")
         self._inspectors: dict[str, KafkaConsumer] = {}
         self._topics_ready = False
         self._checked_at = 0.0
         self._session: ConsumerSession | None = None  # while `_run` is a member of the group
+        self._letters, self._letters_counted_at = 0, None  # _count_letters' cache
 
     # -- clients ---------------------------------------------------------------------------
     async def _in(self, executor: ThreadPoolExecutor, fn, *args, **kwargs):
@@ -99,11 +117,22 @@ class KafkaBackend(Backend):
             )
         return self._producer
 
+    def _router_client(self) -> KafkaProducer:
+        """The worker's transactional producer (one per worker process; its transactions run
+        one at a time on the producer thread)."""
+        if self._router is None:
+            router = KafkaProducer(**self.settings.kafka_config(
+                acks="all", enable_idempotence=True, linger_ms=0, client_id=f"labkit-{self.worker_id}-router",
+                transactional_id=f"labkit-router-{self.worker_id}", transaction_timeout_ms=ROUTE_TIMEOUT_MS))
+            router.init_transactions()
+            self._router = router
+        return self._router
+
     def _inspector(self, group: str) -> KafkaConsumer:
         """A consumer that never joins its group: it only reads committed and end offsets."""
         if group not in self._inspectors:
             self._inspectors[group] = KafkaConsumer(
-                **self.settings.kafka_config(group_id=group, enable_auto_commit=False)
+                **self.settings.kafka_config(group_id=group, enable_auto_commit=False, isolation_level="read_committed")
             )
         return self._inspectors[group]
 
@@ -117,6 +146,9 @@ class KafkaBackend(Backend):
             if self._producer is not None:
                 self._producer.close(timeout=5)
                 self._producer = None
+            if self._router is not None:
+                self._router.close(timeout=5)
+                self._router = None
 
         await self._in(self._producer_thread, shut)
         for consumer in self._inspectors.values():
@@ -158,6 +190,8 @@ class KafkaBackend(Backend):
                     session = self._session = await self._join(thread, concurrency)
                     continue
                 session.empty_polls = 0 if batch else session.empty_polls + 1
+                if not batch:
+                    await self._commit_positions(session)
                 if batch:
                     sem = asyncio.Semaphore(concurrency)
                     settled = await asyncio.gather(
@@ -200,6 +234,7 @@ class KafkaBackend(Backend):
             group_id=names.GROUP,
             client_id=self.worker_id,
             enable_auto_commit=False,  # commit after processing, not on a timer
+            isolation_level="read_committed",  # an aborted retry route is never delivered
             auto_offset_reset="earliest",
             # The 45 s / 3 s defaults make a lab wait most of a minute to notice a dead
             # worker; the broker allows down to group.min.session.timeout.ms.
@@ -266,8 +301,7 @@ class KafkaBackend(Backend):
         topic = names.RETRY_TOPICS[min(attempt, len(names.RETRY_TOPICS)) - 1]
         headers = [("jobId", _job_id(record)), ("attempt", str(attempt + 1).encode()),
                    ("not-before", repr(time.time() + delay_s).encode())]
-        # Wait for the broker's ack before our offset is committed: the record is never lost.
-        await self._send(topic, [(record.key, record.value or b"", headers)])
+        await self._route(topic, (record.key, record.value or b"", headers), record)
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str, attempt: int) -> None:
         value = record.value or b""
@@ -276,7 +310,53 @@ class KafkaBackend(Backend):
         if len(value) > LETTER_VALUE_MAX_BYTES:
             headers.append(("truncated-from-bytes", str(len(value)).encode()))
             value = value[:LETTER_VALUE_MAX_BYTES]
-        await self._send(names.TOPIC_DLQ, [(record.key, value, headers)])
+        await self._route(names.TOPIC_DLQ, (record.key, value, headers), record)
+
+    async def _route(self, topic: str, outgoing: OutgoingRecord, source: ConsumerRecord) -> None:
+        """Produce `outgoing` and commit `source`'s offset in one transaction. Earlier records
+        of its partition are settled already (a partition runs in offset order)."""
+        session = self._session
+        group = await session.call(session.consumer.group_metadata) if session else names.GROUP
+        await self._in(self._producer_thread, self._route_in_transaction, topic, outgoing, source, group)
+
+    def _route_in_transaction(self, topic: str, outgoing: OutgoingRecord, source: ConsumerRecord, group) -> None:
+        router = self._router_client()
+        router.begin_transaction()
+        try:
+            key, value, headers = outgoing
+            router.send(topic, key=key, value=value, headers=headers)
+            offsets = {TopicPartition(source.topic, source.partition): OffsetAndMetadata(source.offset + 1, "", -1)}
+            router.send_offsets_to_transaction(offsets, group)
+            router.commit_transaction()
+        except Exception:
+            # Nothing was routed and the offset stays: the record is read again (by us, or by
+            # the member that owns its partition now, if a rebalance fenced us).
+            try:
+                router.abort_transaction()
+            except KafkaError:  # a fatal state (fenced producer): start a new one next time
+                router.close(timeout=0)
+                self._router = None
+            raise
+
+    async def _commit_offsets(self, session: ConsumerSession, offsets: dict[TopicPartition, int]) -> None:
+        if not offsets:
+            return
+        try:
+            await session.call(session.consumer.commit,
+                               offsets={tp: OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()})
+            session.committed.update(offsets)
+        except (CommitFailedError, KafkaError) as exc:
+            # The group rebalanced while we worked (or the commit failed): another member
+            # redelivers these records. At-least-once; the idempotent effects absorb it.
+            log.info("commit not accepted (%s); the records will be redelivered", exc)
+
+    async def _commit_positions(self, session: ConsumerSession) -> None:
+        """After an empty poll every record fetched is settled (or rewound to): commit each
+        position past what we committed. That moves the offset over the marker a routed
+        retry's transaction leaves behind its record, so a drained topic's lag reads 0."""
+        positions = await session.call(_positions, session.consumer)
+        await self._commit_offsets(session, {tp: at for tp, at in positions.items()
+                                             if at > session.committed.get(tp, -1)})
 
     async def _resume_due(self, session: ConsumerSession) -> None:
         due = [tp for tp, at in session.paused.items() if at <= time.time()]
@@ -287,15 +367,10 @@ class KafkaBackend(Backend):
                 await session.call(resume_partition, session.consumer, tp)
 
     async def _commit(self, session: ConsumerSession, settled: dict[TopicPartition, list[int]]) -> None:
-        offsets = {tp: OffsetAndMetadata(done[-1] + 1, "", -1) for tp, done in settled.items() if done}
+        offsets = {tp: done[-1] + 1 for tp, done in settled.items() if done}
         if not offsets:
             return
-        try:
-            await session.call(session.consumer.commit, offsets=offsets)
-        except (CommitFailedError, KafkaError) as exc:
-            # The group rebalanced while we worked (or the commit failed): another member
-            # redelivers these records. At-least-once; the idempotent effects absorb it.
-            log.info("commit not accepted (%s); the records will be redelivered", exc)
+        await self._commit_offsets(session, offsets)
         # Settled either way: a redelivery after a refused commit is not a crash to count.
         await self.redis.delete(*(keys.kafka_deliveries(tp.topic, tp.partition, offset)
                                   for tp, done in settled.items() for offset in done))
@@ -341,23 +416,38 @@ class KafkaBackend(Backend):
         return letters
 
     def _commit_redriven(self, redriven: set[str]) -> set[str]:
-        """Move each partition's redrive offset over its leading run of redriven letters;
-        return their ids (the offset now covers them)."""
+        """Move each partition's redrive offset over its leading run of redriven letters (and
+        the transaction markers between them: up to the next letter, or the end); return
+        their ids (the offset now covers them)."""
         reader = self._inspector(DLQ_REDRIVE_GROUP)
         covered: set[str] = set()
         offsets: dict[TopicPartition, OffsetAndMetadata] = {}
         try:
             for tp, start, end in self._dlq_partitions(reader):
+                mark = end
                 for record in self._dlq_records(reader, tp, start, end):
                     if (letter_id := _letter_id(record)) not in redriven:
+                        mark = record.offset
                         break
                     covered.add(letter_id)
-                    offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
+                if mark > start:
+                    offsets[tp] = OffsetAndMetadata(mark, "", -1)
             if offsets:
                 reader.commit(offsets=offsets)
         finally:
             reader.unsubscribe()
         return covered
+
+    def _count_letters(self, redriven: set[str]) -> int:
+        """Letters not redriven yet (up to DLQ_SEARCH_LIMIT). Offsets alone over-count: each
+        transaction leaves a marker. Read again only when the DLQ's offsets moved."""
+        reader = self._inspector(DLQ_REDRIVE_GROUP)
+        spans = self._dlq_partitions(reader)
+        seen_at = (tuple(spans), len(redriven))
+        if seen_at != self._letters_counted_at:
+            self._letters = len(self._read_dlq(DLQ_SEARCH_LIMIT, redriven))
+            self._letters_counted_at = seen_at
+        return self._letters
 
     async def _redriven(self) -> set[str]:
         return {_s(m) for m in await self.redis.smembers(keys.KAFKA_REDRIVEN)}
@@ -389,14 +479,16 @@ class KafkaBackend(Backend):
         await self.setup()
         try:
             work = await self._in(self._inspect_thread, self._lag, names.GROUP, WORK_TOPICS)
-            dlq = await self._in(self._inspect_thread, self._lag, DLQ_REDRIVE_GROUP, (names.TOPIC_DLQ,))
+            stats.dlq_size = await self._in(self._inspect_thread, self._count_letters, await self._redriven())
         except KafkaError as exc:
             stats.detail = {"error": str(exc)}
             return
         stats.lag = sum(v for k, v in work.items() if k.startswith(f"{names.TOPIC}:"))
-        # letters a selective redrive took past the offset are no longer in the DLQ
-        stats.dlq_size = max(0, sum(dlq.values()) - await self.redis.scard(keys.KAFKA_REDRIVEN))
         stats.detail = {"lag_per_partition": work, "retry_backlog": _retry_backlog(work)}
+
+
+def _positions(consumer: KafkaConsumer) -> dict[TopicPartition, int]:
+    return {tp: consumer.position(tp) for tp in consumer.assignment()}
 
 
 def _caught_up(consumer: KafkaConsumer) -> bool:
