@@ -56,6 +56,20 @@ class TopicReport:
     replication_factor: int
 
 
+def subscribed(consumer: KafkaConsumer, topics: list[str], *, timeout_s: float = 30.0, **options: Any) -> KafkaConsumer:
+    """`consumer.subscribe(topics)` once it knows every topic's partitions: a group leader
+    without a topic's metadata assigns nothing of it, and that member idles until the next
+    rebalance (a topic created a moment ago is the usual case)."""
+    deadline = time.monotonic() + timeout_s
+    while any(consumer.partitions_for_topic(t) is None for t in topics):
+        if time.monotonic() > deadline:
+            consumer.close()
+            raise kafka_errors.KafkaError(f"no metadata for {topics} after {timeout_s:.0f}s")
+        time.sleep(0.2)
+    consumer.subscribe(topics, **options)
+    return consumer
+
+
 def ensure_topics(
     settings: Settings,
     replication_factor: int | None = None,

@@ -247,7 +247,8 @@ class KafkaBackend(Backend):
             max_poll_records=concurrency,
             max_poll_interval_ms=self._max_poll_interval_ms(concurrency),
         )
-        return ConsumerSession(thread, await self._in(thread, _subscribed_consumer, config))
+        consumer = await self._in(thread, KafkaConsumer, **config)
+        return ConsumerSession(thread, await self._in(thread, kafka_admin.subscribed, consumer, list(WORK_TOPICS)))
 
     async def _partition(
         self, sem: asyncio.Semaphore, session: ConsumerSession, tp: TopicPartition, records: list
@@ -511,20 +512,6 @@ def resume_partition(consumer: KafkaConsumer, tp: TopicPartition) -> None:
     parked = getattr(consumer._fetcher, "_paused_partition_records", {}).pop(tp, None)
     if parked is not None:
         parked.drain()
-
-
-def _subscribed_consumer(config: dict[str, Any], timeout_s: float = 30.0) -> KafkaConsumer:
-    """Know every topic's partitions before joining: a group leader without metadata
-    assigns nothing, and that member idles until the next rebalance."""
-    consumer = KafkaConsumer(**config)
-    deadline = time.monotonic() + timeout_s
-    while any(consumer.partitions_for_topic(t) is None for t in WORK_TOPICS):
-        if time.monotonic() > deadline:
-            consumer.close()
-            raise KafkaError(f"no metadata for {WORK_TOPICS} after {timeout_s:.0f}s")
-        time.sleep(0.2)
-    consumer.subscribe(list(WORK_TOPICS))
-    return consumer
 
 
 def _retry_backlog(lag: dict[str, int]) -> int:

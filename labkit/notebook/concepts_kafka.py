@@ -159,14 +159,12 @@ def rebalance_stops(settings: Settings, protocol: str, *, partitions: int = 6, t
         first, second = _consumer(settings, **options), _consumer(settings, **options)
         recorder = _Recorder()
         stop = threading.Event()
-        for consumer in (first, second):  # metadata first: joining without it assigns nothing
-            consumer.partitions_for_topic(topic)
-        first.subscribe([topic], listener=recorder)
+        kafka_admin.subscribed(first, [topic], listener=recorder)
         threads = [_polling(first, stop)]
         try:
             _wait(lambda: len(first.assignment()) == partitions, timeout_s, "first consumer never owned all")
             before = sorted(tp.partition for tp in first.assignment())
-            second.subscribe([topic])
+            kafka_admin.subscribed(second, [topic])
             threads.append(_polling(second, stop))
             _wait(lambda: first.assignment() and second.assignment()
                   and len(first.assignment() | second.assignment()) == partitions
@@ -215,8 +213,7 @@ def fan_out(settings: Settings, *, groups: tuple[str, ...] = ("billing", "audit"
     with scratch_topic(settings, "fan-out", partitions=3) as topic:
         _produce(settings, topic, values, keys=values)
         for name in groups:
-            consumer = _consumer(settings, group_id=_unique(name))
-            consumer.subscribe([topic])
+            consumer = kafka_admin.subscribed(_consumer(settings, group_id=_unique(name)), [topic])
             got[name] = sorted(r.value.decode() for r in _drain(consumer, records))
             consumer.close()
     return got
