@@ -24,11 +24,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
@@ -49,9 +49,12 @@ from labkit.pipeline import STEPS
 from labkit.text import as_text as _s
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 DLQ_REDRIVE_GROUP = "booking-dlq-redrive"
 WORK_TOPICS = (names.TOPIC, *names.RETRY_TOPICS)
 POLL_TIMEOUT_MS = 200
+KEEP_POLLING_S = 1.0  # while a batch runs: well inside any max.poll.interval
+KEEP_POLLING_TIMEOUT_MS = 100  # time for a rebalance's join to make progress in that poll
 MIN_POLL_INTERVAL_S = 60
 DLQ_READ_TIMEOUT_S = 30.0  # reading a partition's letters to its end; an error, not a hang
 STUCK_CHECK_AFTER_S = 10.0  # a healthy join takes well under a second
@@ -194,14 +197,32 @@ class KafkaBackend(Backend):
                     await self._commit_positions(session)
                 if batch:
                     sem = asyncio.Semaphore(concurrency)
-                    settled = await asyncio.gather(
+                    settled = await self._polling_while(session, asyncio.gather(
                         *(self._partition(sem, session, tp, records) for tp, records in batch.items())
-                    )
+                    ))
                     await self._commit(session, dict(settled))
         finally:
             self._session = None
             await session.call(session.consumer.close)  # leaves the group: partitions move at once
             thread.shutdown(wait=False)
+
+    async def _polling_while(self, session: ConsumerSession, work: Awaitable[T]) -> T:
+        """Await `work` (a batch) while polling with every partition paused. Kafka evicts a
+        member that has not polled within max.poll.interval.ms; a batch of slow records
+        (injected latency, real-time steps) would outlast it, its commit be refused and the
+        batch run again, for ever. Polling also joins a rebalance at once, not after the batch."""
+        task = asyncio.ensure_future(work)
+        held = await session.call(_pause_all, session.consumer)
+        try:
+            while not task.done():
+                await asyncio.wait([task], timeout=KEEP_POLLING_S)
+                if not task.done():
+                    held |= await session.call(_poll_paused, session.consumer)
+        finally:
+            if not task.done():
+                task.cancel()
+            await session.call(_resume, session.consumer, held - set(session.paused))
+        return task.result()
 
     async def _idle(self) -> bool:
         session = self._session
@@ -355,6 +376,8 @@ class KafkaBackend(Backend):
         """After an empty poll every record fetched is settled (or rewound to): commit each
         position past what we committed. That moves the offset over the marker a routed
         retry's transaction leaves behind its record, so a drained topic's lag reads 0."""
+        if session.unstable_since is not None:
+            return  # not a member of a stable group: the coordinator refuses any commit
         positions = await session.call(_positions, session.consumer)
         await self._commit_offsets(session, {tp: at for tp, at in positions.items()
                                              if at > session.committed.get(tp, -1)})
@@ -486,6 +509,27 @@ class KafkaBackend(Backend):
             return
         stats.lag = sum(v for k, v in work.items() if k.startswith(f"{names.TOPIC}:"))
         stats.detail = {"lag_per_partition": work, "retry_backlog": _retry_backlog(work)}
+
+
+def _pause_all(consumer: KafkaConsumer) -> set[TopicPartition]:
+    """Pause every assigned partition not paused yet; return those."""
+    newly = consumer.assignment() - consumer.paused()
+    consumer.pause(*newly)
+    return newly
+
+
+def _poll_paused(consumer: KafkaConsumer) -> set[TopicPartition]:
+    """A poll that only keeps the membership alive. A partition a rebalance assigned
+    meanwhile is not paused: rewind whatever it returned and pause it too."""
+    returned = consumer.poll(timeout_ms=KEEP_POLLING_TIMEOUT_MS)
+    for tp, records in returned.items():
+        consumer.seek(tp, records[0].offset)
+    return _pause_all(consumer) | set(returned)
+
+
+def _resume(consumer: KafkaConsumer, partitions: set[TopicPartition]) -> None:
+    for tp in partitions & consumer.assignment():
+        resume_partition(consumer, tp)
 
 
 def _positions(consumer: KafkaConsumer) -> dict[TopicPartition, int]:
