@@ -5,6 +5,9 @@
   crash means redelivery (at-least-once), never loss.
 - One partition's records are handled in offset order; partitions run side by side up to
   `concurrency`. That is Kafka's unit of parallelism: more consumers than partitions idle.
+- While a batch runs, the worker keeps polling with every partition paused: a slow batch
+  (injected latency, real-time steps) never outlasts `max.poll.interval.ms` and gets the
+  member evicted as stuck, and a rebalance is joined at once.
 - Retries never block a partition: a failed record is re-published to `bookings.retry.N`
   with a `not-before` header and its offset committed. A retry partition whose head is not
   due yet is paused, and resumed when it is.
