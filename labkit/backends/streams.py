@@ -16,6 +16,7 @@ How retries work here (there is no broker-side scheduler):
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -203,6 +204,11 @@ class StreamsBackend(Backend):
 
     async def _slot(self, slots: Slots, entry: Entry, attempt: int) -> None:
         try:
+            if entry.job is None:  # XADDed by hand (redis-cli) without the lab's field
+                names_ = ", ".join(preserved(k) for k in entry.fields) or "none"
+                verdict = Verdict.dead(None, f"invalid job: the entry has no `job` field (its fields: {names_})")
+                await self._settle(entry, verdict, attempt, started=time.monotonic())
+                return
             await self.consume(entry, entry.job, attempt=attempt, job_id=entry.id)
         except Exception:
             log.warning("entry %s failed; it stays pending and is claimed again", entry.id, exc_info=True)
@@ -309,7 +315,7 @@ class StreamsBackend(Backend):
         """The letter and the ack; False (nothing written) when another worker owns the entry now."""
         return bool(await self.redis.eval(
             _DEAD_LETTER, 3, names.STREAM, names.STREAM_DLQ, RETRY_DUE_KEY, entry.id,
-            self._owner(entry), names.GROUP, preserved(entry.job or b""), reason, attempt, DLQ_MAXLEN,
+            self._owner(entry), names.GROUP, _payload(entry), reason, attempt, DLQ_MAXLEN,
         ))
 
     def _owner(self, entry: Entry) -> str:
@@ -409,3 +415,10 @@ def _letter(entry_id: str, fields: dict) -> DeadLetter:
         payload=payload,
         failed_at=int(entry_id.split("-")[0]) / 1000,
     )
+
+
+def _payload(entry: Entry) -> str:
+    """What a letter keeps of the entry: its `job` field, or every field when it has none."""
+    if entry.job is not None:
+        return preserved(entry.job)
+    return json.dumps({preserved(k): preserved(v) for k, v in entry.fields.items()}) if entry.fields else ""

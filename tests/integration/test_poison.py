@@ -120,7 +120,7 @@ async def test_bullmq_survives_data_bullmq_itself_cannot_parse(lab, settings, ca
 # -- Redis Streams: entries XADDed with raw bytes ---------------------------------------------
 STREAMS_POISON = {
     "non-utf8-job": ({b"job": NOT_UTF8}, "not UTF-8", "base64:"),
-    "binary-fields": ({NOT_UTF8: NOT_UTF8, b"jobId": NOT_UTF8}, "valid dictionary", ""),
+    "binary-fields": ({NOT_UTF8: NOT_UTF8, b"jobId": NOT_UTF8}, "the entry has no `job` field", "base64:"),
     "envelope-without-data": ({b"job": envelope_without_data()}, "data: Field required", "{"),
     "five-mb-value": ({b"job": five_mb_envelope()}, "note: Extra inputs are not permitted", "{"),
 }
