@@ -21,10 +21,12 @@ OUT = Path(__file__).resolve().parents[2] / "build" / "notebooks" / "memory.json
 
 
 def lab_processes() -> list[psutil.Process]:
-    """This test run and everything it started (kernels, their worker pools, API servers),
-    the brokers by their pid files, and any other `labkit worker` on this lab's home."""
+    """Everything this test run started (kernels, their worker pools, API servers), the
+    brokers by their pid files, and any other `labkit worker` on this lab's home. Not the
+    test process itself: it stands where a learner's JupyterLab server would be, and that
+    one the Binder rehearsal measures (tests/binder)."""
     me = psutil.Process()
-    found = {p.pid: p for p in [me, *me.children(recursive=True)]}
+    found = {p.pid: p for p in me.children(recursive=True)}
     paths = Paths.of(Settings.from_env())
     for pid_file in paths.pids.glob("*.pid") if paths.pids.exists() else []:
         try:
@@ -50,7 +52,7 @@ def kind(proc: psutil.Process) -> str:
         return "gone"
     for word, name in (("kafka.Kafka", "kafka"), ("redis-server", "redis"), ("labkit worker", "worker"),
                        ("ipykernel", "kernel"), ("uvicorn", "api"),
-                       ("labkit api", "api"), ("pytest", "pytest")):
+                       ("labkit api", "api")):
         if word in line:
             return name
     return proc.name()
