@@ -193,13 +193,14 @@ class BullMQBackend(Backend):
     async def _sweep_failed(self) -> None:
         """Jobs BullMQ failed by itself — stalled more often than maxStalledCount, or a
         processor error outside the pipeline — still get a dead letter and a final status."""
-        jobs = await self._failed_jobs(200)
-        failed = [(job, booking_id_of(job.data)) for job in jobs]
         # the lab's own dead-letter path already handled its failures
-        failed = [(job, b) for job, b in failed if b and not str(job.failedReason).startswith(LAB_FAILURE)]
-        states = await self.status.many(self.lane, [b for _job, b in failed])
+        failed = [(job, booking_id_of(job.data)) for job in await self._failed_jobs(200)
+                  if not str(job.failedReason).startswith(LAB_FAILURE)]
+        states = await self.status.many(self.lane, [b for _job, b in failed if b])
         for job, booking_id in failed:
-            if states[booking_id] is None or states[booking_id] in TERMINAL:
+            # A booking the lab never saw, or settled already, needs nothing. A job with no
+            # booking at all (data from bull-board or redis-cli: `42`, `null`) gets its letter.
+            if booking_id and (states[booking_id] is None or states[booking_id] in TERMINAL):
                 continue
             if not await self.redis.set(keys.bullmq_swept(job.id), 1, nx=True, ex=int(self.settings.retention_s)):
                 continue  # swept before (and maybe redriven since): once is enough

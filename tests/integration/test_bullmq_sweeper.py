@@ -40,3 +40,27 @@ async def test_a_job_bullmq_failed_by_itself_is_dead_lettered_once(lab, settings
 
     await backend._sweep_failed()  # the next sweep finds nothing new
     assert len(await backend.dlq_list()) == 1
+
+
+async def test_a_job_without_a_booking_that_bullmq_failed_by_itself_gets_a_letter(lab, settings):
+    """`42` added from bull-board and failed by BullMQ itself (not by the lab's processor)."""
+    backend = lab.backend("bullmq")
+    await backend.queue().add(names.BULLMQ_JOB_NAME, 42, {"jobId": "scalar-42"})
+
+    async def process(job, token):
+        raise UnrecoverableError("stalled too often")
+
+    worker = Worker(names.QUEUE, process, {"connection": settings.redis_url})
+    try:
+        for _ in range(150):
+            if await backend.queue().getJobCountByTypes("failed"):
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await worker.close()
+
+    await backend._sweep_failed()
+    await backend._sweep_failed()  # once, not once per sweep
+    letters = await backend.dlq_list()
+    assert [(letter.booking_id, letter.reason) for letter in letters] == [(None, "failed by BullMQ: stalled too often")]
+    assert "42" in letters[0].payload  # what the job carried, kept

@@ -182,6 +182,9 @@ async def test_sixty_bookings_for_ten_rooms_across_four_workers(lab, lane):
         entry = await backend.effects.ledger_entry(b.bookingId)
         assert entry["refunded"] is (states[b.bookingId] is State.REJECTED)
         assert await backend.effects.charges_made(b.bookingId) == 1
+        # only a guest whose booking completed holds a confirmation (PDF and e-mail)
+        held = [p.suffix for p in backend.effects.confirmations_for(b.bookingId)]
+        assert held == ([".pdf", ".eml"] if states[b.bookingId] is State.COMPLETED else []), (b.bookingId, held)
 
 
 @pytest.mark.kafka

@@ -27,23 +27,23 @@ async def eventually(check, *, timeout_s: float = 60.0) -> None:
             await anyio.sleep(0.2)
 
 
-async def test_workers_ride_out_a_redis_outage_and_finish_every_booking(lab, settings):
+async def test_workers_ride_out_a_redis_outage_and_finish_every_booking(lab, settings, lane):
+    """Every lane's workers keep Redis state (status, effects; BullMQ and Streams their queue)."""
     workload = Workload(seed=11)
     before, after = workload.bookings(20), workload.bookings(20, start=20)
-    await lab.stock({hotel: 1000 for hotel in workload.rooms})
-    async with lab.workers(["streams"], count=2, concurrency=4) as pools:
-        pool = pools["streams"]
-        await lab.publish(before, ["streams"])
+    await lab.stock({hotel: 1000 for hotel in workload.rooms}, [lane])
+    async with lab.workers([lane], count=2, concurrency=4) as pools:
+        pool = pools[lane]
+        await lab.publish(before, [lane])
         await anyio.to_thread.run_sync(lambda: brokers.down(settings, services=["redis"]))
         await anyio.sleep(OUTAGE_S)
         await anyio.to_thread.run_sync(lambda: brokers.up(settings, services=["redis"]))
         await lab.redis.connection_pool.disconnect()  # its sockets died with the old server
-        await lab.publish(after, ["streams"])
-        states = await lab.wait_for([b.bookingId for b in before + after], ["streams"],
-                                    timeout_s=120)
+        await lab.publish(after, [lane])
+        states = await lab.wait_for([b.bookingId for b in before + after], [lane], timeout_s=120)
         assert pool.size == 2  # every worker is alive, or was started again
         logs = pool.logs(200)
-    assert set(states["streams"].values()) == {State.COMPLETED}
+    assert set(states[lane].values()) == {State.COMPLETED}
     assert "lost its broker" in logs  # the outage was logged, not a crash
 
 

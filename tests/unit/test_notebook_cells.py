@@ -45,3 +45,19 @@ def test_stored_without_outputs(path):
 def test_code_lines_leave_out_comments_and_blank_lines():
     cell = {"source": ["# a note\n", "\n", "x = 1  # counted\n", "    # indented note\n", "y = 2"]}
     assert code_lines(cell) == 2
+
+
+SECRET_BEARERS = ("redis_url", "kafka_options", "kafka_config(")  # a URL's password, SASL options
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_no_cell_shows_a_secret(path):
+    """Outputs and HTML exports keep what a cell shows: the lab's address only through
+    `redacted_url`, and never the settings object itself (its repr carries the password)."""
+    shown = []
+    for cell in code_cells(path):
+        lines = [line.strip() for line in "".join(cell["source"]).splitlines() if line.strip()]
+        shown += [line for line in lines if any(s in line for s in SECRET_BEARERS) and "redacted_url(" not in line]
+        if lines and lines[-1] in ("settings", "lab.settings", "print(settings)", "display(settings)"):
+            shown.append(lines[-1])
+    assert not shown, shown
