@@ -56,6 +56,7 @@ T = TypeVar("T")
 DLQ_REDRIVE_GROUP = "booking-dlq-redrive"
 WORK_TOPICS = (names.TOPIC, *names.RETRY_TOPICS)
 POLL_TIMEOUT_MS = 200
+FAILED_RECORD_PAUSE_S = 1.0  # a record that raised is read again after this long
 KEEP_POLLING_S = 1.0  # while a batch runs: well inside any max.poll.interval
 KEEP_POLLING_TIMEOUT_MS = 100  # time for a rebalance's join to make progress in that poll
 MIN_POLL_INTERVAL_S = 60
@@ -291,10 +292,12 @@ class KafkaBackend(Backend):
                 try:
                     await self._deliver(record)
                 except Exception:
-                    # Rewind and stop this partition for now: the record is read again on
-                    # the next poll, and nothing after it is committed past it.
+                    # Rewind and stop this partition for now: the record is read again after
+                    # a pause (not at once: in a Redis outage that was a hot loop, hundreds of
+                    # tracebacks a second), and nothing after it is committed past it.
                     log.warning("record %s failed; it will be read again", _source(record), exc_info=True)
                     await session.call(session.consumer.seek, tp, record.offset)
+                    await asyncio.sleep(FAILED_RECORD_PAUSE_S)
                     break
                 settled.append(record.offset)
             return tp, settled
