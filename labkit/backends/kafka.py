@@ -214,8 +214,13 @@ class KafkaBackend(Backend):
         """Await `work` (a batch) while polling with every partition paused. Kafka evicts a
         member that has not polled within max.poll.interval.ms; a batch of slow records
         (injected latency, real-time steps) would outlast it, its commit be refused and the
-        batch run again, for ever. Polling also joins a rebalance at once, not after the batch."""
+        batch run again, for ever. Polling also joins a rebalance at once, not after the batch.
+        A batch done within KEEP_POLLING_S (nearly all) pauses nothing: a resume drops the
+        records fetched meanwhile, and fetching them again costs throughput."""
         task = asyncio.ensure_future(work)
+        await asyncio.wait([task], timeout=KEEP_POLLING_S)
+        if task.done():
+            return task.result()
         held = await session.call(_pause_all, session.consumer)
         try:
             while not task.done():
@@ -349,8 +354,8 @@ class KafkaBackend(Backend):
 
     def _route_in_transaction(self, topic: str, outgoing: OutgoingRecord, source: ConsumerRecord, group) -> None:
         router = self._router_client()
-        router.begin_transaction()
         try:
+            router.begin_transaction()
             key, value, headers = outgoing
             router.send(topic, key=key, value=value, headers=headers)
             offsets = {TopicPartition(source.topic, source.partition): OffsetAndMetadata(source.offset + 1, "", -1)}

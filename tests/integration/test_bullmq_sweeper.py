@@ -15,22 +15,28 @@ from labkit.workload import Workload
 pytestmark = [pytest.mark.redis, pytest.mark.bullmq]
 
 
-async def test_a_job_bullmq_failed_by_itself_is_dead_lettered_once(lab, settings):
-    booking = Workload(seed=8).bookings(1)[0]
-    await lab.publish([booking], ["bullmq"])
-    backend = lab.backend("bullmq")
-
+async def failed_by_bullmq(backend, settings, reason: str) -> None:
+    """A plain bullmq Worker (not the lab's pipeline) fails the queued job: BullMQ fails it."""
     async def process(job, token):
-        raise UnrecoverableError("lost its lock")  # not the lab's pipeline: BullMQ fails it
+        raise UnrecoverableError(reason)
 
     worker = Worker(names.QUEUE, process, {"connection": settings.redis_url})
     try:
         for _ in range(150):
             if await backend.queue().getJobCountByTypes("failed"):
-                break
+                return
             await asyncio.sleep(0.1)
+        raise AssertionError("BullMQ never failed the job")
     finally:
         await worker.close()
+
+
+async def test_a_job_bullmq_failed_by_itself_is_dead_lettered_once(lab, settings):
+    booking = Workload(seed=8).bookings(1)[0]
+    await lab.publish([booking], ["bullmq"])
+    backend = lab.backend("bullmq")
+
+    await failed_by_bullmq(backend, settings, "lost its lock")
 
     await backend._sweep_failed()
     status = await backend.status.get("bullmq", booking.bookingId)
@@ -47,17 +53,7 @@ async def test_a_job_without_a_booking_that_bullmq_failed_by_itself_gets_a_lette
     backend = lab.backend("bullmq")
     await backend.queue().add(names.BULLMQ_JOB_NAME, 42, {"jobId": "scalar-42"})
 
-    async def process(job, token):
-        raise UnrecoverableError("stalled too often")
-
-    worker = Worker(names.QUEUE, process, {"connection": settings.redis_url})
-    try:
-        for _ in range(150):
-            if await backend.queue().getJobCountByTypes("failed"):
-                break
-            await asyncio.sleep(0.1)
-    finally:
-        await worker.close()
+    await failed_by_bullmq(backend, settings, "stalled too often")
 
     await backend._sweep_failed()
     await backend._sweep_failed()  # once, not once per sweep
