@@ -325,9 +325,9 @@ class Backend(ABC):
             else:
                 wanted = set(booking_ids)
                 letters = [l for l in await self._dlq_list(DLQ_SEARCH_LIMIT) if l.booking_id in wanted][:limit]
-            return await self._redrive_locked(letters)
+            return await self._start_over(letters)
 
-    async def _redrive_locked(self, letters: list[DeadLetter]) -> int:
+    async def _start_over(self, letters: list[DeadLetter]) -> int:
         for letter in letters:
             if letter.booking_id:
                 await self.status.transition(
