@@ -11,7 +11,7 @@ import os
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlparse
 
 from pydantic import Field, ValidationError, field_validator
@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     # A claimed job whose worker has not been heard of for this long is presumed dead and
     # handed to another worker (BullMQ lock, Streams idle time, Kafka session timeout).
     stale_after_s: float = Field(3.0, ge=0.5)
+    # What the Kafka worker keeps in order while it runs records side by side: a partition's
+    # records, one key's (hotel's), or nothing (labkit.backends.kafka_dispatch.Ordering).
+    kafka_ordering: Literal["partition", "key", "unordered"] = "key"
     bullmq_rate_limit_per_s: int = Field(0, ge=0)  # BullMQ's worker limiter, jobs per second; 0 = none
     idempotency: bool = True
     retention_s: float = Field(86_400.0, ge=1.0)  # a finished booking's status, history and ledger are kept this long

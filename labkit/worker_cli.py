@@ -17,9 +17,11 @@ import typer
 from kafka.errors import KafkaError
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from labkit.backends.kafka_dispatch import Ordering
 from labkit.cli_common import Backend, console, friendly
 from labkit.lab import Lab
 from labkit.processes import Backoff
+from labkit.settings import Settings
 from labkit.workers import PARENT_PID_ENV
 
 log = logging.getLogger("labkit.worker")
@@ -41,6 +43,9 @@ async def worker(
     backend: Backend,
     concurrency: Annotated[int, typer.Option(min=1, max=256)] = 1,
     burst: Annotated[bool, typer.Option(help="exit once nothing is left to do")] = False,
+    ordering: Annotated[Ordering | None, typer.Option(
+        help="kafka: what stays in order while records run side by side (default: LABKIT_KAFKA_ORDERING, else key)",
+    )] = None,
 ) -> None:
     """Run one worker process for a lane. SIGTERM finishes in-flight jobs, then exits. When
     Redis or Kafka goes away it says so once and reconnects with backoff instead of exiting."""
@@ -53,11 +58,16 @@ async def worker(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    settings = Settings.from_env()
+    if ordering is not None:
+        settings = settings.with_(kafka_ordering=ordering.value)
+
     async def run_once() -> None:
-        async with Lab() as lab:  # a fresh Lab per try: no client left over from the outage
+        async with Lab(settings) as lab:  # a fresh Lab per try: no client left over from the outage
             await lab.backend(lane).run_worker(concurrency=concurrency, stop=stop, burst=burst)
 
-    console.print(f"[green]▶[/green] {lane} worker pid={os.getpid()} concurrency={concurrency}")
+    in_order = f" ordering={settings.kafka_ordering}" if lane == "kafka" else ""
+    console.print(f"[green]▶[/green] {lane} worker pid={os.getpid()} concurrency={concurrency}{in_order}")
     async with anyio.create_task_group() as tg:
         if os.environ.get(PARENT_PID_ENV):
             tg.start_soon(stop_when_orphaned, int(os.environ[PARENT_PID_ENV]), stop)

@@ -3,14 +3,17 @@
 - Producer: acks=all and idempotence (kafka-python 3.0's defaults, stated anyway).
 - Consumer: auto-commit off; an offset is committed only after its record was handled, so a
   crash means redelivery (at-least-once), never loss.
-- One partition's records are handled in offset order; partitions run side by side up to
-  `concurrency`. That is Kafka's unit of parallelism: more consumers than partitions idle.
-- While a batch runs, the worker keeps polling with every partition paused: a slow batch
-  (injected latency, real-time steps) never outlasts `max.poll.interval.ms` and gets the
-  member evicted as stuck, and a rebalance is joined at once.
+- Concurrency beyond partitions (`kafka_dispatch`): one hotel's records run in offset order,
+  different hotels of one partition side by side, up to `concurrency` at once
+  (`LABKIT_KAFKA_ORDERING`: `key`, or `partition` — a partition's records one at a time,
+  Kafka's classic unit of parallelism — or `unordered`). Each partition's contiguous
+  finished prefix is committed, never a record still running.
+- The worker keeps polling while records run: a slow record never outlasts
+  `max.poll.interval.ms`, and a rebalance is joined at once. A partition with
+  PARTITION_BACKLOG records unfinished here is paused until half of them are done.
 - Retries never block a partition: a failed record is re-published to `bookings.retry.N`
-  with a `not-before` header and its offset committed. A retry partition whose head is not
-  due yet is paused, and resumed when it is.
+  with a `not-before` header and its offset committed; it waits for that time without
+  taking a slot.
 - Dead letters go to `bookings.dlq`; a separate group's committed offset marks how far the
   DLQ has been redriven.
 - A retry or a dead letter and the consumed record's offset commit go in **one transaction**
@@ -27,16 +30,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
-from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import CommitFailedError, KafkaError
-from kafka.structs import OffsetAndMetadata
+from kafka.structs import ConsumerGroupMetadata, MemberState, OffsetAndMetadata
 
 from labkit import kafka_admin, keys, names
 from labkit.backends.base import (
@@ -48,7 +51,7 @@ from labkit.backends.base import (
     booking_id_of,
     preserved,
 )
-from labkit.pipeline import STEPS
+from labkit.backends.kafka_dispatch import Dispatcher, Ordering, Revoked
 from labkit.text import as_text as _s
 
 log = logging.getLogger(__name__)
@@ -56,13 +59,15 @@ T = TypeVar("T")
 DLQ_REDRIVE_GROUP = "booking-dlq-redrive"
 WORK_TOPICS = (names.TOPIC, *names.RETRY_TOPICS)
 POLL_TIMEOUT_MS = 200
-FAILED_RECORD_PAUSE_S = 1.0  # a record that raised is read again after this long
-KEEP_POLLING_S = 1.0  # while a batch runs: well inside any max.poll.interval
+KEEP_POLLING_S = 1.0  # while a stop's drain waits for running records: well inside max.poll.interval
+COMMIT_EVERY_S = 0.2  # the finished prefix is committed this often while records flow
+# Records one partition may have unfinished here before it is paused: enough for many keys
+# to run side by side, few enough that a rebalance hands little over.
+PARTITION_BACKLOG = 64
 KEEP_POLLING_TIMEOUT_MS = 100  # time for a rebalance's join to make progress in that poll
 MIN_POLL_INTERVAL_S = 60
 DLQ_READ_TIMEOUT_S = 30.0  # reading a partition's letters to its end; an error, not a hang
 STUCK_CHECK_AFTER_S = 10.0  # a healthy join takes well under a second
-SEED_PIPELINE_S = sum(step.seed_duration_s for step in STEPS)
 EMPTY_POLLS_WHEN_IDLE = 3  # burst mode: this many empty polls in a row, then look at offsets
 # The producer sends at most 1 MiB a request: a bigger poison value is cut in its letter.
 LETTER_VALUE_MAX_BYTES = 512 * 1024
@@ -70,20 +75,23 @@ DELIVERIES_TTL_S = 24 * 3600  # a delivery count left by a record never committe
 # A dead worker's open route transaction holds back read_committed readers of its partition
 # until the broker aborts it: a route takes milliseconds, so let that be seconds, not a minute.
 ROUTE_TIMEOUT_MS = 10_000
+ROUTE_TRIES = 3  # a route fenced by a rebalance under way is tried again in the new generation
+ROUTE_REJOIN_WAIT_S = 10.0  # a rebalance of the lab's group settles well within this
 OutgoingRecord = tuple[bytes | None, bytes, list[tuple[str, bytes]]]  # key, value, headers
 
 
 @dataclass
 class ConsumerSession:
     """One membership in the group: the consumer, the one thread it may be used from, and
-    the retry partitions it paused until their head is due."""
+    what it paused and committed."""
 
     thread: ThreadPoolExecutor
     consumer: KafkaConsumer
-    paused: dict[TopicPartition, float] = field(default_factory=dict)
+    held: set[TopicPartition] = field(default_factory=set)  # paused: too much unfinished
     unstable_since: float | None = None  # when it left the stable group; None while stable
     empty_polls: int = 0
     committed: dict[TopicPartition, int] = field(default_factory=dict)  # what we last committed
+    committed_at: float = 0.0
 
     async def call(self, fn, *args, **kwargs):
         """kafka-python is not thread-safe: the consumer is only ever used on its thread."""
@@ -109,6 +117,8 @@ class KafkaBackend(Backend):
         self._topics_ready = False
         self._checked_at = 0.0
         self._session: ConsumerSession | None = None  # while `_run` is a member of the group
+        self._dispatcher: Dispatcher | None = None  # while `_run` runs records
+        self._commit_lock = asyncio.Lock()  # offset commits one at a time: none moves an offset back
         self._letters, self._letters_counted_at = 0, None  # _count_letters' cache
 
     # -- clients ---------------------------------------------------------------------------
@@ -183,62 +193,87 @@ class KafkaBackend(Backend):
     # -- consuming -------------------------------------------------------------------------
     async def _run(self, *, concurrency: int, stop: asyncio.Event) -> None:
         thread = ThreadPoolExecutor(1, thread_name_prefix="kafka-consumer")
+        dispatcher = self._dispatcher = Dispatcher(
+            self._deliver, concurrency=concurrency, ordering=Ordering(self.settings.kafka_ordering), due_at=_due_at)
         session = self._session = await self._join(thread, concurrency)
         try:
             while not stop.is_set():
-                await self._resume_due(session)
-                batch = await session.call(session.consumer.poll, timeout_ms=POLL_TIMEOUT_MS)
+                batch, assigned = await session.call(_poll, session.consumer)
+                dispatcher.raise_failure()
+                if moved := set(dispatcher.progress) - assigned:
+                    # A rebalance gave them to another member, which runs them from the
+                    # committed offset: start none of their records here, commit nothing.
+                    dispatcher.revoke(moved)
+                    session.held -= moved
                 session.note_membership()
                 if await self._stuck(session):
                     # kafka-python 3.0 can hang in a join that a metadata change interrupted:
                     # the broker then drops us while we wait. Start over with a new member.
                     log.warning("consumer stuck outside a stable group; rejoining as a new member")
                     await session.call(session.consumer.close)
+                    dispatcher.revoke(list(dispatcher.progress))
                     session = self._session = await self._join(thread, concurrency)
                     continue
+                for tp, records in batch.items():
+                    dispatcher.submit(tp, records)
                 session.empty_polls = 0 if batch else session.empty_polls + 1
-                if not batch:
-                    await self._commit_positions(session)
-                if batch:
-                    sem = asyncio.Semaphore(concurrency)
-                    settled = await self._polling_while(session, asyncio.gather(
-                        *(self._partition(sem, session, tp, records) for tp, records in batch.items())
-                    ))
-                    await self._commit(session, dict(settled))
+                await self._hold_full_partitions(session)
+                if not batch or time.monotonic() - session.committed_at >= COMMIT_EVERY_S:
+                    await self._commit_progress(session)
+            # Stopping: records running finish (polling meanwhile keeps the membership), then
+            # what they finished is committed.
+            await self._polling_while(session, dispatcher.drain())
+            dispatcher.raise_failure()
+            await self._commit_progress(session)
         finally:
-            self._session = None
+            self._session = self._dispatcher = None
+            dispatcher.cancel()
             await session.call(session.consumer.close)  # leaves the group: partitions move at once
             thread.shutdown(wait=False)
 
     async def _polling_while(self, session: ConsumerSession, work: Awaitable[T]) -> T:
-        """Await `work` (a batch) while polling with every partition paused. Kafka evicts a
-        member that has not polled within max.poll.interval.ms; a batch of slow records
-        (injected latency, real-time steps) would outlast it, its commit be refused and the
-        batch run again, for ever. Polling also joins a rebalance at once, not after the batch.
-        A batch done within KEEP_POLLING_S (nearly all) pauses nothing: a resume drops the
-        records fetched meanwhile, and fetching them again costs throughput."""
+        """Await `work` while polling with every partition paused: Kafka evicts a member that
+        has not polled within max.poll.interval.ms, and a rebalance is joined at once."""
         task = asyncio.ensure_future(work)
-        await asyncio.wait([task], timeout=KEEP_POLLING_S)
-        if task.done():
-            return task.result()
-        held = await session.call(_pause_all, session.consumer)
+        await session.call(_pause_all, session.consumer)
         try:
             while not task.done():
                 await asyncio.wait([task], timeout=KEEP_POLLING_S)
                 if not task.done():
-                    held |= await session.call(_poll_paused, session.consumer)
+                    await session.call(_poll_paused, session.consumer)
         finally:
             if not task.done():
                 task.cancel()
-            await session.call(_resume, session.consumer, held - set(session.paused))
         return task.result()
 
+    async def _hold_full_partitions(self, session: ConsumerSession) -> None:
+        """Pause a partition once it has PARTITION_BACKLOG records unfinished here; resume it
+        when half of them are done. Others keep flowing: one hot hotel never stops a lane."""
+        dispatcher = self._dispatcher
+        full = {tp for tp in dispatcher.progress if dispatcher.unfinished(tp) >= PARTITION_BACKLOG}
+        hold = full - session.held
+        release = {tp for tp in session.held if dispatcher.unfinished(tp) <= PARTITION_BACKLOG // 2}
+        if hold or release:
+            await session.call(_hold_and_release, session.consumer, hold, release)
+            session.held = (session.held | hold) - release
+
+    def _on_lost(self, loop: asyncio.AbstractEventLoop, lost: set[TopicPartition]) -> None:
+        """kafka-python calls this (on its I/O thread) when the group dropped us: the lost
+        partitions' positions start again from the committed offsets, so whatever of them
+        is received here must not run. (A partition a rebalance merely moved keeps running
+        until the poll's assignment shows it gone; one it gave back keeps its position.)"""
+        dispatcher = self._dispatcher
+        if dispatcher is not None and lost:
+            loop.call_soon_threadsafe(dispatcher.revoke, lost)
+
     async def _idle(self) -> bool:
-        session = self._session
-        if session is None or session.empty_polls < EMPTY_POLLS_WHEN_IDLE or session.paused:
+        session, dispatcher = self._session, self._dispatcher
+        if session is None or dispatcher is None:
+            return False
+        if session.empty_polls < EMPTY_POLLS_WHEN_IDLE or not dispatcher.idle:
             return False
         caught_up = await session.call(_caught_up, session.consumer)
-        return caught_up and session.empty_polls >= EMPTY_POLLS_WHEN_IDLE  # no batch since
+        return caught_up and session.empty_polls >= EMPTY_POLLS_WHEN_IDLE and dispatcher.idle  # no batch since
 
     async def _stuck(self, session: ConsumerSession) -> bool:
         """Outside a stable group while the broker's group is Stable (it went on without
@@ -254,16 +289,16 @@ class KafkaBackend(Backend):
         return await self._in(self._inspect_thread, kafka_admin.group_state, self.settings) == "Stable"
 
     def _max_poll_interval_ms(self, concurrency: int) -> int:
-        # Worst case: the whole batch sits in one partition and runs back to back.
-        batch_s = concurrency * SEED_PIPELINE_S * self.settings.time_scale
-        return int(max(MIN_POLL_INTERVAL_S, 2 * batch_s + 30) * 1000)
+        # The worker polls while records run; only the stop's drain waits for records, and
+        # it polls too. A generous bound still catches a worker that hangs for real.
+        return MIN_POLL_INTERVAL_S * 1000
 
     async def _join(self, thread: ThreadPoolExecutor, concurrency: int) -> ConsumerSession:
         session_ms = int(self.settings.stale_after_s * 1000)
         config = self.settings.kafka_config(
             group_id=names.GROUP,
             client_id=self.worker_id,
-            enable_auto_commit=False,  # commit after processing, not on a timer
+            enable_auto_commit=False,  # commit the finished prefix, not on a timer
             isolation_level="read_committed",  # an aborted retry route is never delivered
             auto_offset_reset="earliest",
             # The 45 s / 3 s defaults make a lab wait most of a minute to notice a dead
@@ -271,41 +306,13 @@ class KafkaBackend(Backend):
             session_timeout_ms=session_ms,
             heartbeat_interval_ms=max(300, session_ms // 4),
             fetch_max_wait_ms=100,  # the default 500 ms shows up as latency
-            # A rebalance waits for every member to poll again, so a poll's batch must
-            # finish well inside max_poll_interval_ms even at time_scale 1 (12 s a
-            # booking, one partition's records in order): a few records at a time.
-            max_poll_records=concurrency,
+            max_poll_records=PARTITION_BACKLOG,
             max_poll_interval_ms=self._max_poll_interval_ms(concurrency),
         )
         consumer = await self._in(thread, KafkaConsumer, **config)
-        return ConsumerSession(thread, await self._in(thread, kafka_admin.subscribed, consumer, list(WORK_TOPICS)))
-
-    async def _partition(
-        self, sem: asyncio.Semaphore, session: ConsumerSession, tp: TopicPartition, records: list
-    ) -> tuple[TopicPartition, list[int]]:
-        """Handle one partition's records in offset order; return the offsets settled."""
-        async with sem:
-            settled: list[int] = []
-            for record in records:
-                due = _number_header(record, "not-before", 0.0)
-                if due > time.time():
-                    # Not due: rewind to it and pause this retry partition until it is.
-                    await session.call(session.consumer.seek, tp, record.offset)
-                    await session.call(session.consumer.pause, tp)
-                    session.paused[tp] = due
-                    break
-                try:
-                    await self._deliver(record)
-                except Exception:
-                    # Rewind and stop this partition for now: the record is read again after
-                    # a pause (not at once: in a Redis outage that was a hot loop, hundreds of
-                    # tracebacks a second), and nothing after it is committed past it.
-                    log.warning("record %s failed; it will be read again", _source(record), exc_info=True)
-                    await session.call(session.consumer.seek, tp, record.offset)
-                    await asyncio.sleep(FAILED_RECORD_PAUSE_S)
-                    break
-                settled.append(record.offset)
-            return tp, settled
+        listener = _Losses(partial(self._on_lost, asyncio.get_running_loop()))
+        subscribed = await self._in(thread, kafka_admin.subscribed, consumer, list(WORK_TOPICS), listener=listener)
+        return ConsumerSession(thread, subscribed)
 
     async def _deliver(self, record: ConsumerRecord) -> None:
         """Count the delivery first: Kafka keeps no delivery count, and a record that kills
@@ -328,7 +335,7 @@ class KafkaBackend(Backend):
         return deliveries
 
     async def _ack(self, record: ConsumerRecord) -> None:
-        """The offset is committed with its poll's batch, once its partition got that far."""
+        """The offset is committed once every record before it in its partition is finished."""
 
     async def _retry(self, record: ConsumerRecord, delay_s: float, attempt: int) -> None:
         topic = names.RETRY_TOPICS[min(attempt, len(names.RETRY_TOPICS)) - 1]
@@ -346,23 +353,61 @@ class KafkaBackend(Backend):
         await self._route(names.TOPIC_DLQ, (record.key, value, headers), record)
 
     async def _route(self, topic: str, outgoing: OutgoingRecord, source: ConsumerRecord) -> None:
-        """Produce `outgoing` and commit `source`'s offset in one transaction. Earlier records
-        of its partition are settled already (a partition runs in offset order)."""
-        session = self._session
-        group = await session.call(session.consumer.group_metadata) if session else names.GROUP
-        await self._in(self._producer_thread, self._route_in_transaction, topic, outgoing, source, group)
+        """Produce `outgoing` and commit the offset past `source` in one transaction. That
+        offset must not skip an unfinished record, so the route first waits for its
+        partition's earlier records (other keys' records run side by side). A rebalance
+        under way fences the transaction (IllegalGeneration): it is tried again in the new
+        generation, while the partition is still ours."""
+        tp = TopicPartition(source.topic, source.partition)
+        progress = await Dispatcher.wait_settled_below(source.offset)
+        fenced = None  # the generation a try was fenced in
+        for tries_left in reversed(range(ROUTE_TRIES)):
+            group = await self._stable_group(after=fenced)
+            async with self._commit_lock:  # one commit at a time: a later one never moves an offset back
+                if progress is not None and progress.revoked:
+                    raise Revoked
+                commit_at = progress.committable(finishing=source.offset) if progress else source.offset + 1
+                try:
+                    await self._in(self._producer_thread, self._route_in_transaction, topic, outgoing,
+                                   {tp: commit_at}, group)
+                except CommitFailedError:
+                    if not tries_left:
+                        raise
+                    fenced = getattr(group, "generation_id", None)
+                    continue
+                if progress is not None:
+                    progress.finish_now(source.offset)  # committed: the next commit must not see it unfinished
+                if self._session is not None:
+                    committed = self._session.committed
+                    committed[tp] = max(committed.get(tp, -1), commit_at)
+                return
 
-    def _route_in_transaction(self, topic: str, outgoing: OutgoingRecord, source: ConsumerRecord, group) -> None:
+    async def _stable_group(self, *, after: int | None = None) -> ConsumerGroupMetadata | str:
+        """The group membership a route's offsets are committed under, once it is stable and,
+        after a fenced try, in a newer generation (a snapshot of plain fields: safe off the
+        consumer's thread, which may be in a poll)."""
+        session = self._session
+        if session is None:
+            return names.GROUP
+        deadline = time.monotonic() + ROUTE_REJOIN_WAIT_S
+        while ((group := session.consumer.group_metadata()).state != MemberState.STABLE
+               or (after is not None and group.generation_id <= after)):
+            if time.monotonic() > deadline:
+                break  # the broker decides: a stale generation fails the route, and it runs again
+            await asyncio.sleep(0.05)
+        return group
+
+    def _route_in_transaction(self, topic: str, outgoing: OutgoingRecord, offsets: dict[TopicPartition, int],
+                              group) -> None:
         router = self._router_client()
         try:
             router.begin_transaction()
             key, value, headers = outgoing
             router.send(topic, key=key, value=value, headers=headers)
-            offsets = {TopicPartition(source.topic, source.partition): OffsetAndMetadata(source.offset + 1, "", -1)}
-            router.send_offsets_to_transaction(offsets, group)
+            router.send_offsets_to_transaction({tp: OffsetAndMetadata(at, "", -1) for tp, at in offsets.items()}, group)
             router.commit_transaction()
         except Exception:
-            # Nothing was routed and the offset stays: the record is read again (by us, or by
+            # Nothing was routed and the offset stays: the record runs again (here, or at
             # the member that owns its partition now, if a rebalance fenced us).
             try:
                 router.abort_transaction()
@@ -370,6 +415,27 @@ class KafkaBackend(Backend):
                 router.close(timeout=0)
                 self._router = None
             raise
+
+    async def _commit_progress(self, session: ConsumerSession) -> None:
+        """Commit each partition's finished prefix: its lowest unfinished offset, or, with
+        nothing unfinished, its position (past the markers routed retries' transactions
+        leave behind their records, so a drained topic's lag reads 0)."""
+        session.committed_at = time.monotonic()
+        if session.unstable_since is not None:
+            return  # not a member of a stable group: the coordinator refuses any commit
+        dispatcher = self._dispatcher
+        async with self._commit_lock:
+            positions = await session.call(_positions, session.consumer)
+            offsets = {}
+            for tp, position in positions.items():
+                progress = dispatcher.progress.get(tp)
+                at = min(progress.unfinished) if progress and progress.unfinished else position
+                if at > session.committed.get(tp, -1):
+                    offsets[tp] = at
+            await self._commit_offsets(session, offsets)
+        finished, dispatcher.finished = dispatcher.finished, []
+        if finished:  # settled either way: a redelivery after a refused commit is not a crash to count
+            await self.redis.delete(*(keys.kafka_deliveries(r.topic, r.partition, r.offset) for r in finished))
 
     async def _commit_offsets(self, session: ConsumerSession, offsets: dict[TopicPartition, int]) -> None:
         if not offsets:
@@ -382,33 +448,6 @@ class KafkaBackend(Backend):
             # The group rebalanced while we worked (or the commit failed): another member
             # redelivers these records. At-least-once; the idempotent effects absorb it.
             log.info("commit not accepted (%s); the records will be redelivered", exc)
-
-    async def _commit_positions(self, session: ConsumerSession) -> None:
-        """After an empty poll every record fetched is settled (or rewound to): commit each
-        position past what we committed. That moves the offset over the marker a routed
-        retry's transaction leaves behind its record, so a drained topic's lag reads 0."""
-        if session.unstable_since is not None:
-            return  # not a member of a stable group: the coordinator refuses any commit
-        positions = await session.call(_positions, session.consumer)
-        await self._commit_offsets(session, {tp: at for tp, at in positions.items()
-                                             if at > session.committed.get(tp, -1)})
-
-    async def _resume_due(self, session: ConsumerSession) -> None:
-        due = [tp for tp, at in session.paused.items() if at <= time.time()]
-        assigned = await session.call(session.consumer.assignment) if due else set()
-        for tp in due:
-            del session.paused[tp]
-            if tp in assigned:
-                await session.call(resume_partition, session.consumer, tp)
-
-    async def _commit(self, session: ConsumerSession, settled: dict[TopicPartition, list[int]]) -> None:
-        offsets = {tp: done[-1] + 1 for tp, done in settled.items() if done}
-        if not offsets:
-            return
-        await self._commit_offsets(session, offsets)
-        # Settled either way: a redelivery after a refused commit is not a crash to count.
-        await self.redis.delete(*(keys.kafka_deliveries(tp.topic, tp.partition, offset)
-                                  for tp, done in settled.items() for offset in done))
 
     # -- dead letters ------------------------------------------------------------------------
     # The redrive group's committed offset marks how far each DLQ partition was redriven. A
@@ -522,25 +561,43 @@ class KafkaBackend(Backend):
         stats.detail = {"lag_per_partition": work, "retry_backlog": _retry_backlog(work)}
 
 
-def _pause_all(consumer: KafkaConsumer) -> set[TopicPartition]:
-    """Pause every assigned partition not paused yet; return those."""
-    newly = consumer.assignment() - consumer.paused()
-    consumer.pause(*newly)
-    return newly
+def _poll(consumer: KafkaConsumer) -> tuple[dict[TopicPartition, list[ConsumerRecord]], set[TopicPartition]]:
+    """A poll's records and the assignment it left."""
+    return consumer.poll(timeout_ms=POLL_TIMEOUT_MS), consumer.assignment()
 
 
-def _poll_paused(consumer: KafkaConsumer) -> set[TopicPartition]:
+def _pause_all(consumer: KafkaConsumer) -> None:
+    consumer.pause(*(consumer.assignment() - consumer.paused()))
+
+
+def _poll_paused(consumer: KafkaConsumer) -> None:
     """A poll that only keeps the membership alive. A partition a rebalance assigned
     meanwhile is not paused: rewind whatever it returned and pause it too."""
-    returned = consumer.poll(timeout_ms=KEEP_POLLING_TIMEOUT_MS)
-    for tp, records in returned.items():
+    for tp, records in consumer.poll(timeout_ms=KEEP_POLLING_TIMEOUT_MS).items():
         consumer.seek(tp, records[0].offset)
-    return _pause_all(consumer) | set(returned)
+    _pause_all(consumer)
 
 
-def _resume(consumer: KafkaConsumer, partitions: set[TopicPartition]) -> None:
-    for tp in partitions & consumer.assignment():
+def _hold_and_release(consumer: KafkaConsumer, hold: set[TopicPartition], release: set[TopicPartition]) -> None:
+    assigned = consumer.assignment()
+    consumer.pause(*(hold & assigned))
+    for tp in release & assigned:
         resume_partition(consumer, tp)
+
+
+class _Losses(ConsumerRebalanceListener):
+    def __init__(self, on_lost: Callable[[set[TopicPartition]], None]) -> None:
+        self._on_lost = on_lost
+
+    def on_partitions_lost(self, lost: set[TopicPartition]) -> None:
+        self._on_lost(set(lost))
+
+    def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Nothing yet: an eager rebalance revokes every partition and gives most back, with
+        their positions kept (kafka-python), so their received records must still run."""
+
+    def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        """Nothing to do: a partition's progress starts with its first record."""
 
 
 def _positions(consumer: KafkaConsumer) -> dict[TopicPartition, int]:
@@ -571,6 +628,11 @@ def resume_partition(consumer: KafkaConsumer, tp: TopicPartition) -> None:
 
 def _retry_backlog(lag: dict[str, int]) -> int:
     return sum(v for k, v in lag.items() if not k.startswith(f"{names.TOPIC}:"))
+
+
+def _due_at(record: ConsumerRecord) -> float:
+    """When a retry may run (its `not-before` header); 0 for a first delivery."""
+    return _number_header(record, "not-before", 0.0)
 
 
 def _header(record: ConsumerRecord, name: str) -> str:

@@ -47,7 +47,7 @@ async def test_workers_ride_out_a_redis_outage_and_finish_every_booking(lab, set
         log_lines = len(pool.logs(10**6).splitlines())
     assert set(states[lane].values()) == {State.COMPLETED}
     # logged as an outage (the worker's reconnect loop, or a retried step), never a busy loop
-    assert "lost its broker" in logs or "retrying" in logs or "read again" in logs, logs[-2000:]
+    assert any(said in logs for said in ("lost its broker", "retrying", "runs again")), logs[-2000:]
     assert log_lines < MAX_LOG_LINES, log_lines  # the Kafka worker once wrote 115,000 in 10 s
 
 

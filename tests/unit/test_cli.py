@@ -46,3 +46,22 @@ def test_a_bad_setting_is_one_error_line_on_stderr(monkeypatch: pytest.MonkeyPat
     assert result.exit_code == 1
     assert result.stdout == ""
     assert result.stderr.strip().startswith("error: LABKIT_TIME_SCALE='fast'")
+
+
+def test_the_worker_names_the_kafka_orderings() -> None:
+    result = runner.invoke(app, ["worker", "--help"], env=WIDE)
+    assert result.exit_code == 0
+    assert "partition|key|unordered" in result.stdout
+
+
+def test_an_unknown_ordering_is_refused_before_any_broker_is_asked() -> None:
+    result = runner.invoke(app, ["worker", "--backend", "kafka", "--ordering", "random"])
+    assert result.exit_code == 2
+    assert "random" in result.stderr and result.stdout == ""
+
+
+def test_a_bad_ordering_setting_is_one_error_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABKIT_KAFKA_ORDERING", "random")
+    result = runner.invoke(app, ["stats", "--json"])
+    assert result.exit_code == 1
+    assert result.stderr.strip().startswith("error: LABKIT_KAFKA_ORDERING='random'")
