@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,25 @@ def test_no_cell_shows_a_secret(path):
         if lines and lines[-1] in ("settings", "lab.settings", "print(settings)", "display(settings)"):
             shown.append(lines[-1])
     assert not shown, shown
+
+
+def unshown_tables(source: str) -> list[int]:
+    """Lines of `widgets.table(...)` statements that are not a cell's last statement: Jupyter
+    shows only the last expression's value, so such a table never appears."""
+    tree = ast.parse("async def cell():\n" + textwrap.indent(source, "    "))  # top-level await is fine
+    body = tree.body[0].body
+    return [node.lineno - 1 for node in ast.walk(tree)
+            if isinstance(node, ast.Expr) and isinstance(node.value, ast.Call)
+            and ast.unparse(node.value.func) == "widgets.table" and node is not body[-1]]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_every_table_is_shown(path):
+    hidden = {c.get("id"): lines for c in code_cells(path) if (lines := unshown_tables("".join(c["source"])))}
+    assert not hidden, f"display(widgets.table(...)) unless it is the cell's last statement: {hidden}"
+
+
+def test_a_table_before_other_statements_counts_as_unshown():
+    assert unshown_tables("widgets.table(rows)\nassert rows") == [1]
+    assert unshown_tables("x = 1\nwidgets.table(rows)") == []
+    assert unshown_tables("display(widgets.table(rows))\nassert rows") == []
