@@ -1,0 +1,34 @@
+"""The arithmetic behind the Kafka worker's ordering: what a partition may commit, and how a
+lesson reads runs (how many at once, which kept their order)."""
+
+from __future__ import annotations
+
+from labkit.backends.kafka_dispatch import PartitionProgress
+from labkit.notebook.ordering import Run, one_at_a_time_in_order, peak_at_once
+
+
+def test_only_the_contiguous_finished_prefix_is_committable():
+    progress = PartitionProgress()
+    assert progress.committable() is None  # nothing received: nothing to commit
+    for offset in (10, 11, 12, 13):
+        progress.receive(offset)
+    progress.finish_now(11)
+    progress.finish_now(12)
+    assert progress.committable() == 10  # 11 and 12 finished past the unfinished 10
+    assert progress.committable(finishing=10) == 13  # a route of 10 commits up to 13
+    progress.finish_now(10)
+    progress.finish_now(13)
+    assert progress.committable() == 14
+    assert progress.settled_below(14) and not PartitionProgress(unfinished={3}).settled_below(4)
+
+
+def test_peak_counts_runs_at_the_same_moment():
+    runs = [Run("a", 0, 0.0, 1.0), Run("b", 1, 0.5, 1.5), Run("c", 2, 1.0, 2.0)]
+    assert peak_at_once(runs) == 2  # c starts as a ends: not three at once
+    assert peak_at_once([]) == 0
+
+
+def test_in_order_means_one_at_a_time_by_offset():
+    assert one_at_a_time_in_order([Run("a", 0, 0.0, 1.0), Run("a", 1, 1.0, 2.0)])
+    assert not one_at_a_time_in_order([Run("a", 0, 0.0, 1.0), Run("a", 1, 0.5, 2.0)])  # overlapped
+    assert not one_at_a_time_in_order([Run("a", 1, 0.0, 1.0), Run("a", 0, 1.0, 2.0)])  # offsets reversed
