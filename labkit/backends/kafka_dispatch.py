@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import heapq
+import itertools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable, Iterable
@@ -89,15 +92,48 @@ class PartitionProgress:
             raise Revoked
 
 
+class Slots:
+    """`concurrency` slots, a freed one going to the waiter with the most work behind it:
+    the hotel with the longest queue is the lane's critical path (a hot hotel's bookings run
+    one after another), so it must not wait in line behind every one-booking hotel."""
+
+    def __init__(self, count: int) -> None:
+        self.free = count
+        self._waiting: list[tuple[float, int, asyncio.Future]] = []  # (-priority, arrival, future)
+        self._arrivals = itertools.count()
+
+    async def acquire(self, priority: float) -> None:
+        if self.free > 0 and not self._waiting:
+            self.free -= 1
+            return
+        future = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (-priority, next(self._arrivals), future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # granted as it was cancelled: hand it on
+            raise
+
+    def release(self) -> None:
+        while self._waiting:
+            _, _, future = heapq.heappop(self._waiting)
+            if not future.done():
+                future.set_result(None)
+                return
+        self.free += 1
+
+
 class _Slot:
-    """One of the dispatcher's `concurrency` slots, as held by the record running now (and
-    that record's partition progress)."""
+    """One of the dispatcher's slots, as held by the record running now (and that record's
+    partition progress)."""
 
-    def __init__(self, slots: asyncio.Semaphore, progress: PartitionProgress) -> None:
-        self._slots, self.held, self.progress = slots, False, progress
+    def __init__(self, slots: Slots, progress: PartitionProgress, priority: Callable[[], float]) -> None:
+        self._slots, self.held, self.progress, self._priority = slots, False, progress, priority
 
-    async def take(self) -> None:
-        await self._slots.acquire()
+    async def take(self, *, resuming: bool = False) -> None:
+        """`resuming`: a running record taking its slot back goes first."""
+        await self._slots.acquire(math.inf if resuming else self._priority())
         self.held = True
 
     def give_back(self) -> None:
@@ -119,7 +155,7 @@ class Dispatcher:
     ) -> None:
         self._handle = handle
         self._due_at = due_at
-        self._slots = asyncio.Semaphore(concurrency)
+        self._slots = Slots(concurrency)
         self.ordering = Ordering(ordering)
         self.progress: dict[TopicPartition, PartitionProgress] = {}
         self._shards: dict[tuple[int, Hashable], deque[ConsumerRecord]] = {}  # by (id(progress), shard)
@@ -150,7 +186,7 @@ class Dispatcher:
                 self._shards[shard].append(record)
                 continue
             self._shards[shard] = deque([record])
-            task = asyncio.create_task(self._run_shard(shard, tp, progress))
+            task = asyncio.create_task(self._run_shard(shard, progress))
             self._tasks.add(task)
             task.add_done_callback(self._forget)
 
@@ -173,7 +209,7 @@ class Dispatcher:
     def idle(self) -> bool:
         return not self._tasks and not any(p.unfinished for p in self.progress.values())
 
-    async def _run_shard(self, shard: tuple[int, Hashable], tp: TopicPartition, progress: PartitionProgress) -> None:
+    async def _run_shard(self, shard: tuple[int, Hashable], progress: PartitionProgress) -> None:
         queue = self._shards[shard]
         try:
             if progress.before is not None:
@@ -183,7 +219,7 @@ class Dispatcher:
                 record = queue[0]
                 if not await self._wait_until_due(record, progress):
                     return
-                if not await self._run_one(record, tp, progress):
+                if not await self._run_one(record, progress, backlog=lambda: len(queue)):
                     return
                 queue.popleft()
                 await progress.finish(record.offset)
@@ -200,11 +236,13 @@ class Dispatcher:
             await asyncio.sleep(min(left, WAKE_S))
         return True
 
-    async def _run_one(self, record: ConsumerRecord, tp: TopicPartition, progress: PartitionProgress) -> bool:
+    async def _run_one(self, record: ConsumerRecord, progress: PartitionProgress, *,
+                       backlog: Callable[[], int]) -> bool:
         """Run the record until it settles (True), or its partition is revoked or the worker
-        stops while a failure waits to run again (False: it stays unfinished)."""
+        stops while a failure waits to run again (False: it stays unfinished). `backlog`:
+        its shard's records left, the priority its slot is asked for with."""
         while True:
-            slot = _Slot(self._slots, progress)
+            slot = _Slot(self._slots, progress, priority=backlog)
             await slot.take()
             token = _running_slot.set(slot)
             progress.running += 1
@@ -241,7 +279,7 @@ class Dispatcher:
             try:
                 await progress.wait_settled_below(offset)
             finally:
-                await slot.take()
+                await slot.take(resuming=True)
         if progress.revoked:
             raise Revoked
         return progress

@@ -3,7 +3,9 @@ lesson reads runs (how many at once, which kept their order)."""
 
 from __future__ import annotations
 
-from labkit.backends.kafka_dispatch import PartitionProgress
+import asyncio
+
+from labkit.backends.kafka_dispatch import PartitionProgress, Slots
 from labkit.notebook.ordering import Run, one_at_a_time_in_order, peak_at_once
 
 
@@ -32,3 +34,31 @@ def test_in_order_means_one_at_a_time_by_offset():
     assert one_at_a_time_in_order([Run("a", 0, 0.0, 1.0), Run("a", 1, 1.0, 2.0)])
     assert not one_at_a_time_in_order([Run("a", 0, 0.0, 1.0), Run("a", 1, 0.5, 2.0)])  # overlapped
     assert not one_at_a_time_in_order([Run("a", 1, 0.0, 1.0), Run("a", 0, 1.0, 2.0)])  # offsets reversed
+
+
+async def test_a_freed_slot_goes_to_the_waiter_with_the_most_work_behind_it():
+    slots, order = Slots(1), []
+    await slots.acquire(0)  # held
+
+    async def wait(name: str, backlog: int) -> None:
+        await slots.acquire(backlog)
+        order.append(name)
+        slots.release()
+
+    waiters = [asyncio.create_task(wait(name, backlog)) for name, backlog in (("one", 1), ("hot", 20), ("three", 3))]
+    await asyncio.sleep(0)  # all three queue up
+    slots.release()
+    await asyncio.gather(*waiters)
+    assert order == ["hot", "three", "one"]  # the hot hotel's chain first: it sets the lane's pace
+    assert slots.free == 1
+
+
+async def test_a_cancelled_waiter_does_not_lose_a_slot():
+    slots = Slots(1)
+    await slots.acquire(0)
+    waiter = asyncio.create_task(slots.acquire(5))
+    await asyncio.sleep(0)
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    slots.release()
+    assert slots.free == 1
