@@ -244,6 +244,9 @@ class Dispatcher:
         while True:
             slot = _Slot(self._slots, progress, priority=backlog)
             await slot.take()
+            if self.stopping or progress.revoked:  # it came while this shard waited in line
+                slot.give_back()
+                return False
             token = _running_slot.set(slot)
             progress.running += 1
             try:

@@ -216,3 +216,36 @@ async def test_a_rebalance_mid_batch_commits_nothing_unfinished(lab, settings, m
     assert in_flight_at_join > 0  # B joined while A had records running or waiting
     assert any(finished[key] for key in finished if key[0] == b.worker_id)  # B really took partitions
     assert unfinished_commits == []
+
+
+async def test_a_stop_finishes_what_runs_and_leaves_the_rest_to_the_next_worker(lab, settings):
+    """Stopping (SIGTERM) lets the records running finish; records waiting for a slot do not
+    start, stay uncommitted, and the next worker runs them: none lost, none run twice."""
+    hotels = hotels_in_one_partition(10, "hotel-stop")
+    bookings = bookings_for(hotels, per_hotel=1)
+    slow = settings.with_(time_scale=TIME_SCALE * 2)
+    async with Lab(slow) as first:
+        await first.publish(bookings, ["kafka"])
+        stop = asyncio.Event()
+        worker = asyncio.create_task(first.backend("kafka").run_worker(concurrency=2, stop=stop))
+        while State.ACTIVE not in (await first.states([b.bookingId for b in bookings], ["kafka"]))["kafka"].values():
+            await asyncio.sleep(0.02)
+        stop.set()
+        await asyncio.wait_for(worker, timeout=30)
+    after_stop = (await lab.states([b.bookingId for b in bookings], ["kafka"]))["kafka"]
+    ran = {b for b, state in after_stop.items() if state is State.COMPLETED}
+    assert set(after_stop.values()) <= {State.COMPLETED, State.QUEUED}, after_stop  # nothing left half-run
+    assert 0 < len(ran) < len(bookings), after_stop  # the running ones finished, the queue did not start
+
+    async with Lab(slow) as second:
+        stop = asyncio.Event()
+        worker = asyncio.create_task(second.backend("kafka").run_worker(concurrency=4, stop=stop))
+        try:
+            states = (await second.wait_for([b.bookingId for b in bookings], ["kafka"], timeout_s=60))["kafka"]
+        finally:
+            stop.set()
+            await asyncio.wait_for(worker, timeout=30)
+    assert set(states.values()) == {State.COMPLETED}
+    for booking in bookings:
+        history = (await lab.status.get("kafka", booking.bookingId)).history
+        assert [h["detail"] for h in history].count("validate started") == 1, history  # none ran twice
