@@ -99,7 +99,7 @@ def compare(facts: dict[str, Any], recorded: Mapping[str, dict[str, Any]]) -> li
 def _ordering(facts, recorded):
     cells = {lane: "{} of {} hotels in publish order (2 workers)".format(*facts["in_order"][lane]) for lane in LANES}
     if (r := recorded.get("07")) and "kafka_hotels" in r:
-        cells["kafka"] += f"; lesson 07: {r['kafka_hotels_in_order']} of {r['kafka_hotels']} hotels by partition"
+        cells["kafka"] += f"; lesson 07: {r['kafka_hotels_in_order']} of {r['kafka_hotels']} hotels in offset order (per key)"
     return cells
 
 
@@ -136,9 +136,11 @@ def _scaling(facts, recorded):
     workers = {lane: facts["stats"][lane].workers for lane in LANES}
     cells = {"bullmq": f"processes × concurrency ({workers['bullmq']} workers)",
              "streams": f"consumers in a group ({workers['streams']} workers)",
-             "kafka": f"partitions: at most one consumer each ({workers['kafka']} workers)"}
+             "kafka": f"partitions: at most one consumer each, its hotels side by side ({workers['kafka']} workers)"}
     if (r := recorded.get("04")) and "idle_consumers" in r:
         cells["kafka"] += f"; lesson 04: {r['idle_consumers']} of {r['kafka_members']} consumers idle"
+        if per_s := r.get("kafka_records_per_s"):
+            cells["kafka"] += ", one partition at " + " vs ".join(f"{o} {v}/s" for o, v in per_s.items())
     return cells
 
 
