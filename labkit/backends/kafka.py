@@ -88,6 +88,7 @@ class ConsumerSession:
     thread: ThreadPoolExecutor
     consumer: KafkaConsumer
     held: set[TopicPartition] = field(default_factory=set)  # paused: too much unfinished
+    dropped: set[TopicPartition] = field(default_factory=set)  # revoked here: read again if given back
     unstable_since: float | None = None  # when it left the stable group; None while stable
     empty_polls: int = 0
     committed: dict[TopicPartition, int] = field(default_factory=dict)  # what we last committed
@@ -205,6 +206,13 @@ class KafkaBackend(Backend):
                     # committed offset: start none of their records here, commit nothing.
                     dispatcher.revoke(moved)
                     session.held -= moved
+                    session.dropped |= moved
+                if back := session.dropped & assigned:
+                    # Given back: what was dropped here must be read again, from the committed
+                    # offset (kafka-python may have kept the old position, and a pause).
+                    await session.call(_from_committed, session.consumer, back)
+                    session.dropped -= back
+                    batch = {tp: records for tp, records in batch.items() if tp not in back}
                 session.note_membership()
                 if await self._stuck(session):
                     # kafka-python 3.0 can hang in a join that a metadata change interrupted:
@@ -564,6 +572,17 @@ class KafkaBackend(Backend):
 def _poll(consumer: KafkaConsumer) -> tuple[dict[TopicPartition, list[ConsumerRecord]], set[TopicPartition]]:
     """A poll's records and the assignment it left."""
     return consumer.poll(timeout_ms=POLL_TIMEOUT_MS), consumer.assignment()
+
+
+def _from_committed(consumer: KafkaConsumer, partitions: set[TopicPartition]) -> None:
+    """Resume `partitions` and read them again from the group's committed offsets."""
+    for tp in partitions:
+        resume_partition(consumer, tp)
+        committed = consumer.committed(tp)
+        if committed is None:
+            consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, committed)
 
 
 def _pause_all(consumer: KafkaConsumer) -> None:
