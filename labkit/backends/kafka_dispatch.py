@@ -31,6 +31,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 log = logging.getLogger(__name__)
 FAILED_RECORD_PAUSE_S = 1.0  # a record that raised runs again after this long (not a hot loop in an outage)
 WAKE_S = 0.5  # a shard waiting for a retry's due time looks up this often (a stop, a revoke)
+SLOT_PATIENCE_S = 1.0  # a shard waiting this long for a slot goes before busier ones
 
 
 class Ordering(StrEnum):
@@ -93,35 +94,64 @@ class PartitionProgress:
 
 
 class Slots:
-    """`concurrency` slots, a freed one going to the waiter with the most work behind it:
-    the hotel with the longest queue is the lane's critical path (a hot hotel's bookings run
-    one after another), so it must not wait in line behind every one-booking hotel."""
+    """`concurrency` slots. A freed one goes to the waiter with the most work behind it: the
+    hotel with the longest queue is the lane's critical path (a hot hotel's bookings run one
+    after another), so it must not wait in line behind every one-booking hotel. But a waiter
+    that has waited `patience_s` goes first, oldest first: a one-booking hotel (a lesson's,
+    behind a learner's backlog) is never starved."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, *, patience_s: float = SLOT_PATIENCE_S) -> None:
         self.free = count
-        self._waiting: list[tuple[float, int, asyncio.Future]] = []  # (-priority, arrival, future)
+        self.patience_s = patience_s
+        self._by_work: list[tuple[float, int, _Waiter]] = []  # heap of (-priority, arrival, waiter)
+        self._by_arrival: deque[_Waiter] = deque()
         self._arrivals = itertools.count()
 
     async def acquire(self, priority: float) -> None:
-        if self.free > 0 and not self._waiting:
+        if self.free > 0 and not self._by_arrival:  # a free slot means nobody waits (release gives it on)
             self.free -= 1
             return
-        future = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiting, (-priority, next(self._arrivals), future))
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), time.monotonic())
+        heapq.heappush(self._by_work, (-priority, next(self._arrivals), waiter))
+        self._by_arrival.append(waiter)
         try:
-            await future
+            await waiter.granted
         except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
+            if waiter.granted.done() and not waiter.granted.cancelled():
                 self.release()  # granted as it was cancelled: hand it on
+            else:
+                self._forget_done()
             raise
 
     def release(self) -> None:
-        while self._waiting:
-            _, _, future = heapq.heappop(self._waiting)
-            if not future.done():
-                future.set_result(None)
-                return
+        self._forget_done()
+        if self._by_arrival:
+            oldest = self._by_arrival[0]
+            waited_long = time.monotonic() - oldest.since >= self.patience_s
+            waiter = oldest if waited_long else self._most_work()
+            waiter.granted.set_result(None)
+            self._forget_done()
+            return
         self.free += 1
+
+    def _most_work(self) -> _Waiter:
+        while True:
+            _, _, waiter = heapq.heappop(self._by_work)
+            if not waiter.granted.done():
+                return waiter
+
+    def _forget_done(self) -> None:
+        """Drop granted and cancelled waiters from the front of both orders."""
+        while self._by_arrival and self._by_arrival[0].granted.done():
+            self._by_arrival.popleft()
+        while self._by_work and self._by_work[0][2].granted.done():
+            heapq.heappop(self._by_work)
+
+
+@dataclass
+class _Waiter:
+    granted: asyncio.Future
+    since: float
 
 
 class _Slot:

@@ -62,3 +62,23 @@ async def test_a_cancelled_waiter_does_not_lose_a_slot():
     await asyncio.gather(waiter, return_exceptions=True)
     slots.release()
     assert slots.free == 1
+
+
+async def test_a_waiter_past_its_patience_goes_before_busier_ones():
+    """A one-booking hotel (a lesson's, behind a learner's backlog) is never starved."""
+    slots, order = Slots(1, patience_s=0.05), []
+    await slots.acquire(0)
+
+    async def wait(name: str, backlog: int) -> None:
+        await slots.acquire(backlog)
+        order.append(name)
+
+    lesson = asyncio.create_task(wait("lesson", 1))
+    await asyncio.sleep(0.1)  # the lesson's booking has waited past its patience
+    backlog = asyncio.create_task(wait("backlog", 300))
+    await asyncio.sleep(0)
+    slots.release()
+    await lesson
+    slots.release()
+    await backlog
+    assert order == ["lesson", "backlog"]
