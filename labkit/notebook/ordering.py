@@ -44,7 +44,7 @@ def one_at_a_time_in_order(runs: list[Run]) -> bool:
 
 
 async def run_ordering(settings: Settings, ordering: str, *, hotels: int = 4, per_hotel: int = 4,
-                       concurrency: int = 8, step_s: float = 0.2, timeout_s: float = 60.0) -> dict[str, Any]:
+                       concurrency: int = 8, step_s: float = 0.1, timeout_s: float = 60.0) -> dict[str, Any]:
     """`hotels` × `per_hotel` records (interleaved, one partition) through the worker's
     dispatcher with `ordering` and `concurrency` slots."""
     keys = [f"hotel-{h}" for _ in range(per_hotel) for h in range(hotels)]
