@@ -15,6 +15,7 @@ from typing import Any
 import anyio
 
 from labkit.booking import Booking
+from labkit.faults import CACHE_S
 from labkit.status import State
 from labkit.workload import Workload
 
@@ -38,6 +39,7 @@ async def fail_first_once(lab, bookings: Sequence[Booking], *, timeout_s: float 
     (it waits in a retry topic now), lift the poison. Returns the Kafka job ids."""
     first = bookings[0].bookingId
     await lab.faults.set({"poison": first})
+    await anyio.sleep(2 * CACHE_S)  # every worker's cached faults name it before it can run
     job_ids = (await lab.publish(bookings, lanes=[LANE]))[LANE]
     with anyio.fail_after(timeout_s):
         while (status := await lab.status.get(LANE, first)) is None or status.attempts < 1 or (
