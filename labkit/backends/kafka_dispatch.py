@@ -291,8 +291,7 @@ class Dispatcher:
                 progress.running -= 1
                 _running_slot.reset(token)
                 slot.give_back()
-                async with progress.changed:
-                    progress.changed.notify_all()
+                await progress.notify()  # a route or a next run may be waiting for `running`
             if self.stopping or progress.revoked:
                 return False
             await asyncio.sleep(FAILED_RECORD_PAUSE_S)
