@@ -146,6 +146,14 @@ class KafkaBackend(Backend):
             self._router = router
         return self._router
 
+    def _warm_router(self) -> None:
+        """Start the transactional producer (init_transactions: a broker round trip or more)
+        before it is needed: the lane's first retry or letter then does not wait for it."""
+        try:
+            self._router_client()
+        except KafkaError as exc:  # the first route tries again, and fails loudly if it must
+            log.info("transactional producer not started yet (%s)", exc)
+
     def _inspector(self, group: str) -> KafkaConsumer:
         """A consumer that never joins its group: it only reads committed and end offsets."""
         if group not in self._inspectors:
@@ -197,6 +205,7 @@ class KafkaBackend(Backend):
         dispatcher = self._dispatcher = Dispatcher(
             self._deliver, concurrency=concurrency, ordering=Ordering(self.settings.kafka_ordering), due_at=_due_at)
         session = self._session = await self._join(thread, concurrency)
+        warm_router = asyncio.ensure_future(self._in(self._producer_thread, self._warm_router))
         try:
             while not stop.is_set():
                 batch, assigned = await session.call(_poll, session.consumer)
@@ -236,6 +245,7 @@ class KafkaBackend(Backend):
         finally:
             self._session = self._dispatcher = None
             dispatcher.cancel()
+            await warm_router
             await session.call(session.consumer.close)  # leaves the group: partitions move at once
             thread.shutdown(wait=False)
 
@@ -347,9 +357,8 @@ class KafkaBackend(Backend):
 
     async def _retry(self, record: ConsumerRecord, delay_s: float, attempt: int) -> None:
         topic = names.RETRY_TOPICS[min(attempt, len(names.RETRY_TOPICS)) - 1]
-        headers = [("jobId", _job_id(record)), ("attempt", str(attempt + 1).encode()),
-                   ("not-before", repr(time.time() + delay_s).encode())]
-        await self._route(topic, (record.key, record.value or b"", headers), record)
+        headers = [("jobId", _job_id(record)), ("attempt", str(attempt + 1).encode())]
+        await self._route(topic, (record.key, record.value or b"", headers), record, delay_s=delay_s)
 
     async def _dead_letter(self, record: ConsumerRecord, reason: str, attempt: int) -> None:
         value = record.value or b""
@@ -360,12 +369,14 @@ class KafkaBackend(Backend):
             value = value[:LETTER_VALUE_MAX_BYTES]
         await self._route(names.TOPIC_DLQ, (record.key, value, headers), record)
 
-    async def _route(self, topic: str, outgoing: OutgoingRecord, source: ConsumerRecord) -> None:
+    async def _route(self, topic: str, outgoing: OutgoingRecord, source: ConsumerRecord, *,
+                     delay_s: float | None = None) -> None:
         """Produce `outgoing` and commit the offset past `source` in one transaction. That
         offset must not skip an unfinished record, so the route first waits for its
         partition's earlier records (other keys' records run side by side). A rebalance
         under way fences the transaction (IllegalGeneration): it is tried again in the new
-        generation, while the partition is still ours."""
+        generation, while the partition is still ours. A retry's `delay_s` counts from its
+        send, not from before those waits."""
         tp = TopicPartition(source.topic, source.partition)
         progress = await Dispatcher.wait_settled_below(source.offset)
         fenced = None  # the generation a try was fenced in
@@ -377,7 +388,7 @@ class KafkaBackend(Backend):
                 commit_at = progress.committable(finishing=source.offset) if progress else source.offset + 1
                 try:
                     await self._in(self._producer_thread, self._route_in_transaction, topic, outgoing,
-                                   {tp: commit_at}, group)
+                                   {tp: commit_at}, group, delay_s)
                 except CommitFailedError:
                     if not tries_left:
                         raise
@@ -406,11 +417,13 @@ class KafkaBackend(Backend):
         return group
 
     def _route_in_transaction(self, topic: str, outgoing: OutgoingRecord, offsets: dict[TopicPartition, int],
-                              group) -> None:
+                              group, delay_s: float | None = None) -> None:
         router = self._router_client()
         try:
             router.begin_transaction()
             key, value, headers = outgoing
+            if delay_s is not None:
+                headers = [*headers, ("not-before", repr(time.time() + delay_s).encode())]
             router.send(topic, key=key, value=value, headers=headers)
             router.send_offsets_to_transaction({tp: OffsetAndMetadata(at, "", -1) for tp, at in offsets.items()}, group)
             router.commit_transaction()

@@ -21,7 +21,9 @@ async def test_later_bookings_of_the_hotel_complete_before_the_retried_first(lab
     workload = Workload(seed=42)
     await lab.stock(workload.rooms, lanes=["kafka"])
     bookings = overtake.one_hotel(workload, 4)
-    async with lessons.lesson_faults(lab), lab.workers(["kafka"], count=1, concurrency=2):
+    # The lesson's backoff (base 1 s: a retry waits 0.5-1 s), not the suite's short one: on
+    # a busy machine a 0.15 s wait let the retry tie with the hotel's next booking.
+    async with lessons.lesson_faults(lab, ["retry.backoff_base_s=1"]), lab.workers(["kafka"], count=1, concurrency=2):
         job_ids = await overtake.fail_first_once(lab, bookings)
         await lab.wait_for([b.bookingId for b in bookings], ["kafka"], timeout_s=60)
     run = await overtake.completion_order(lab, bookings, job_ids)
