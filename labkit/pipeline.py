@@ -76,12 +76,15 @@ class Pipeline:
         self.faults = faults
         self.time_scale = time_scale
 
-    async def run(self, booking: Booking, *, attempt: int, report: Report) -> Outcome:
+    async def run(self, booking: Booking, *, attempt: int, report: Report,
+                  reported: Callable[[], Awaitable[None]] | None = None) -> Outcome:
+        """`reported()` waits until every report so far is written (they may be written
+        beside the run): an injected crash waits for it, as a kill would find them written."""
         await report(0, "started")
         charge = pdf = None
         for step in STEPS:
             await report(None, f"{step.name} started")
-            await self._inject(step, booking, attempt)
+            await self._inject(step, booking, attempt, reported)
             duration_s = step.seed_duration_s * self.time_scale
             if step.name == "payment":
                 # Charge halfway: a crash in the second half has already charged the card,
@@ -128,7 +131,8 @@ class Pipeline:
         except PaymentMismatch as exc:
             raise PermanentError(str(exc)) from None
 
-    async def _inject(self, step: Step, booking: Booking, attempt: int) -> None:
+    async def _inject(self, step: Step, booking: Booking, attempt: int,
+                      reported: Callable[[], Awaitable[None]] | None = None) -> None:
         faults = await self.faults.current()
         booking_id = booking.bookingId
         if faults.knob(step.name, "latency_s"):
@@ -136,6 +140,8 @@ class Pipeline:
         if faults.roll(step.name, "crash_rate", booking_id, attempt) and await self.faults.claim_crash(
             self.effects.lane, booking_id, step.name
         ):
+            if reported is not None:  # history shows the step it died in
+                await reported()
             await asyncio.sleep(step.seed_duration_s * self.time_scale / 2)
             os._exit(CRASH_EXIT_CODE)  # die mid-step like a kill -9: no finally, no ack
         if step.name == "validate" and faults.is_poison(booking_id):

@@ -99,6 +99,17 @@ end
 
 _TRANSITION = _TRANSITION_FN + "return transition(KEYS, ARGV)"
 
+# A run's progress reports, in order, in one call. KEYS as the single-booking script; ARGV =
+# the first report's 12 arguments, then (progress, detail, at) of each further report.
+_PROGRESS = _TRANSITION_FN + """
+local a = {unpack(ARGV, 1, 12)}
+transition(KEYS, a)
+for i = 13, #ARGV, 3 do
+  a[4], a[7], a[6] = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  transition(KEYS, a)
+end
+"""
+
 # KEYS = {state counts, events, index, then status and history per booking};
 # ARGV = {lane, now, events maxlen, then bookingId, jobId, publishedAt per booking}.
 _CLAIM_NEW = _TRANSITION_FN + """
@@ -239,6 +250,7 @@ class StatusStore:
         self.retention_s = retention_s  # how long a finished booking's status is kept
         self._script = redis.register_script(_TRANSITION)
         self._round_trip = coalescer(redis)
+        self._progress = redis.register_script(_PROGRESS)
         self._claim_new = redis.register_script(_CLAIM_NEW)
         self._release = redis.register_script(_RELEASE)
 
@@ -263,6 +275,22 @@ class StatusStore:
             first_terminal=bool(int(first)),
             applied=bool(int(applied)),
         )
+
+    async def record_progress(self, lane: str, booking_id: str, reports: list[tuple[int | None, str, float]],
+                              *, attempt: int, job_id: str = "") -> None:
+        """Apply a run's (progress, note, at) reports in order, as `active` transitions, in
+        one script call: what `ProgressWriter` sends."""
+        (progress, note, at), *more = reports
+        args = _script_args(lane, booking_id, State.ACTIVE, progress=progress, attempt=attempt, detail=note,
+                            job_id=job_id, retention_s=self.retention_s, at=at)
+        for progress, note, at in more:
+            args += ["" if progress is None else str(progress), note[:500], repr(at)]
+        await self._round_trip.script(self._progress, keys=_script_keys(lane, booking_id), args=args)
+
+    async def state(self, lane: str, booking_id: str) -> State | None:
+        """Just one booking's state, in the shared round trip."""
+        raw = await self._round_trip.run(lambda pipe: pipe.hget(keys.status(lane, booking_id), "state"))
+        return State(_text(raw)) if raw else None
 
     async def claim_new(
         self, lane: str, entries: Iterable[tuple[str, str, float]]
@@ -377,6 +405,7 @@ def _script_args(
     published_at: float | None = None,
     redrive: bool = False,
     retention_s: float,
+    at: float | None = None,
 ) -> list[Any]:
     return [
         lane,
@@ -384,7 +413,7 @@ def _script_args(
         state.value,
         "" if progress is None else str(progress),
         "" if attempt is None else str(attempt),
-        repr(time.time()),
+        repr(time.time() if at is None else at),
         detail[:500],
         job_id,
         "" if published_at is None else repr(published_at),

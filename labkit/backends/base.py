@@ -21,6 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
+from functools import partial
 from typing import Any, ClassVar
 
 from redis.asyncio import Redis
@@ -31,6 +32,7 @@ from labkit.effects import Effects
 from labkit.faults import Faults, FaultStore, RetryPolicy
 from labkit.metrics import Metrics
 from labkit.pipeline import Outcome, PermanentError, Pipeline, backoff_s
+from labkit.progress_writer import ProgressReport, ProgressWriter
 from labkit.settings import Settings
 from labkit.status import State, StatusStore
 from labkit.tasks import task_group
@@ -175,24 +177,15 @@ class Backend(ABC):
             return Verdict.dead(booking_id_of(payload), f"invalid job: {exc}")
         booking = envelope.data
         booking_id = booking.bookingId
-        settled = await self.status.get(self.lane, booking_id)
-        if settled is not None and settled.state in {State.DEAD_LETTERED, State.REJECTED}:
+        settled = await self.status.state(self.lane, booking_id)
+        if settled in {State.DEAD_LETTERED, State.REJECTED}:
             # A late copy (at-least-once: a redelivery, a retry another copy already used up)
             # of a booking that ended without its charge: running it would charge and confirm
             # what was refunded. A redrive sets it back to queued first, so it still runs.
-            return Verdict(Action.ACK, booking_id, final=settled.state)
+            return Verdict(Action.ACK, booking_id, final=settled)
 
-        async def report(progress: int | None, note: str) -> None:
-            await self.status.transition(
-                self.lane, booking_id, State.ACTIVE, progress=progress, attempt=attempt,
-                detail=note, job_id=job_id,
-            )
-            if progress is not None:
-                await self._on_progress(progress)
-
-        await self.metrics.incr(self.lane, "started")
         try:
-            outcome = await self.pipeline.run(booking, attempt=attempt, report=report)
+            outcome = await self._run_pipeline(booking, attempt=attempt, job_id=job_id)
         except PermanentError as exc:
             return Verdict.dead(booking_id, f"permanent: {exc}", booking)
         except Exception as exc:  # noqa: BLE001 - any other failure is worth a retry
@@ -204,6 +197,26 @@ class Backend(ABC):
             return Verdict(Action.RETRY, booking_id, delay_s=delay_s, reason=reason)
         final = State.COMPLETED if outcome is Outcome.CONFIRMED else State.REJECTED
         return Verdict(Action.ACK, booking_id, final=final)
+
+    async def _run_pipeline(self, booking: Booking, *, attempt: int, job_id: str) -> Outcome:
+        """The pipeline, its progress reports written beside it; all of them have landed
+        when this returns or raises, so the verdict's status comes after them."""
+        writer = ProgressWriter(partial(self._write_progress, booking.bookingId, attempt, job_id))
+        started = asyncio.ensure_future(self.metrics.incr(self.lane, "started"))  # beside the run too
+        try:
+            outcome = await self.pipeline.run(booking, attempt=attempt, report=writer.report,
+                                              reported=writer.settled)
+        except BaseException:
+            await asyncio.gather(writer.settled(), started, return_exceptions=True)
+            raise
+        await asyncio.gather(writer.flush(), started)
+        return outcome
+
+    async def _write_progress(self, booking_id: str, attempt: int, job_id: str,
+                              reports: list[ProgressReport]) -> None:
+        await self.status.record_progress(self.lane, booking_id, reports, attempt=attempt, job_id=job_id)
+        if done := [r.progress for r in reports if r.progress is not None]:
+            await self._on_progress(done[-1])
 
     async def _settle(self, message: Any, verdict: Verdict, attempt: int, *, started: float) -> None:
         """The one place a verdict becomes transport action, status, metrics and a log line.
@@ -246,9 +259,10 @@ class Backend(ABC):
         change = await self.status.transition(self.lane, booking_id, final, attempt=attempt, detail=detail)
         if not change.first_terminal:
             return
-        await self.metrics.incr(self.lane, counter)
+        counted = [self.metrics.incr(self.lane, counter)]
         if change.published_at:
-            await self.metrics.observe_latency(self.lane, max(0.0, time.time() - change.published_at))
+            counted.append(self.metrics.observe_latency(self.lane, max(0.0, time.time() - change.published_at)))
+        await asyncio.gather(*counted)  # one round trip
 
     async def retry_policy(self) -> RetryPolicy:
         """The live policy a lesson set (every worker follows it), else this worker's settings."""

@@ -13,7 +13,7 @@ import pytest
 
 from labkit import keys
 from labkit.booking import make_booking
-from labkit.pipeline import PROGRESS_CHECKPOINTS
+from labkit.pipeline import PROGRESS_CHECKPOINTS, STEPS
 from labkit.settings import LANES
 from labkit.status import State
 from labkit.workload import Workload
@@ -46,6 +46,14 @@ async def test_progress_checkpoints_arrive_in_order(lab, lane):
     seen = [p for i, p in enumerate(progress) if i == 0 or p != progress[i - 1]]
     assert seen[-len(PROGRESS_CHECKPOINTS):] == list(PROGRESS_CHECKPOINTS)
     assert status.progress == 100
+    # Reports are written beside the run (ProgressWriter), yet land in the run's order, each
+    # at the time it was made, and all before the final state.
+    notes = [h["detail"] for h in status.history if h["state"] == "active"]
+    assert notes == ["started", *(note for step in STEPS for note in (
+        f"{step.name} started", *([f"{step.name} done"] if step.progress_after is not None else [])))]
+    assert status.history[-1]["state"] == "completed"
+    times = [float(h["at"]) for h in status.history]
+    assert times == sorted(times)
 
 
 async def test_two_failures_then_success_with_growing_backoff(lab, lane):
