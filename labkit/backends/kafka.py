@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 from kafka import ConsumerRebalanceListener, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
 from kafka.structs import ConsumerGroupMetadata, MemberState, OffsetAndMetadata
 
 from labkit import kafka_admin, keys, names
@@ -52,6 +52,7 @@ from labkit.backends.base import (
     preserved,
 )
 from labkit.backends.kafka_dispatch import Dispatcher, Ordering, Revoked
+from labkit.status import coalescer
 from labkit.text import as_text as _s
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,7 @@ DELIVERIES_TTL_S = 24 * 3600  # a delivery count left by a record never committe
 # A dead worker's open route transaction holds back read_committed readers of its partition
 # until the broker aborts it: a route takes milliseconds, so let that be seconds, not a minute.
 ROUTE_TIMEOUT_MS = 10_000
+ROUTE_WAIT_S = 15.0  # a route's transactional request unanswered this long is given up
 ROUTE_TRIES = 3  # a route fenced by a rebalance under way is tried again in the new generation
 ROUTE_REJOIN_WAIT_S = 10.0  # a rebalance of the lab's group settles well within this
 OutgoingRecord = tuple[bytes | None, bytes, list[tuple[str, bytes]]]  # key, value, headers
@@ -141,7 +143,8 @@ class KafkaBackend(Backend):
         if self._router is None:
             router = KafkaProducer(**self.settings.kafka_config(
                 acks="all", enable_idempotence=True, linger_ms=0, client_id=f"labkit-{self.worker_id}-router",
-                transactional_id=f"labkit-router-{self.worker_id}", transaction_timeout_ms=ROUTE_TIMEOUT_MS))
+                transactional_id=f"labkit-router-{self.worker_id}", transaction_timeout_ms=ROUTE_TIMEOUT_MS,
+                max_block_ms=int(ROUTE_WAIT_S * 1000)))
             router.init_transactions()
             self._router = router
         return self._router
@@ -346,10 +349,9 @@ class KafkaBackend(Backend):
 
     async def _count_delivery(self, record: ConsumerRecord) -> int:
         key = keys.kafka_deliveries(record.topic, record.partition, record.offset)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.incr(key)
-        pipe.expire(key, DELIVERIES_TTL_S)
-        deliveries, _ = await pipe.execute()
+        round_trip = coalescer(self.redis)  # queued in one turn: sent together, in this order
+        deliveries, _ = await asyncio.gather(round_trip.run(lambda pipe: pipe.incr(key)),
+                                             round_trip.run(lambda pipe: pipe.expire(key, DELIVERIES_TTL_S)))
         return deliveries
 
     async def _ack(self, record: ConsumerRecord) -> None:
@@ -425,14 +427,18 @@ class KafkaBackend(Backend):
             if delay_s is not None:
                 headers = [*headers, ("not-before", repr(time.time() + delay_s).encode())]
             router.send(topic, key=key, value=value, headers=headers)
-            router.send_offsets_to_transaction({tp: OffsetAndMetadata(at, "", -1) for tp, at in offsets.items()}, group)
-            router.commit_transaction()
+            transaction = router._transaction_manager
+            _wait_for(router, transaction.send_offsets_to_transaction(
+                {tp: OffsetAndMetadata(at, "", -1) for tp, at in offsets.items()}, group))
+            _wait_for(router, transaction.begin_commit())
         except Exception:
             # Nothing was routed and the offset stays: the record runs again (here, or at
-            # the member that owns its partition now, if a rebalance fenced us).
+            # the member that owns its partition now, if a rebalance fenced us). After a
+            # timeout the outcome is unknown: a new producer's start fences this one and
+            # settles its transaction (a record routed twice is absorbed downstream).
             try:
-                router.abort_transaction()
-            except KafkaError:  # a fatal state (fenced producer): start a new one next time
+                _wait_for(router, router._transaction_manager.begin_abort())
+            except KafkaError:  # a fatal state (fenced producer), or no answer: start a new one next time
                 router.close(timeout=0)
                 self._router = None
             raise
@@ -444,6 +450,8 @@ class KafkaBackend(Backend):
         session.committed_at = time.monotonic()
         if session.unstable_since is not None:
             return  # not a member of a stable group: the coordinator refuses any commit
+        if self._commit_lock.locked():
+            return  # a route is committing: try again next time, polling must go on meanwhile
         dispatcher = self._dispatcher
         async with self._commit_lock:
             positions = await session.call(_positions, session.consumer)
@@ -580,6 +588,15 @@ class KafkaBackend(Backend):
             return
         stats.lag = sum(v for k, v in work.items() if k.startswith(f"{names.TOPIC}:"))
         stats.detail = {"lag_per_partition": work, "retry_backlog": _retry_backlog(work)}
+
+
+def _wait_for(producer: KafkaProducer, request) -> None:
+    """Wait for one transactional request as kafka-python's own methods do, but not for ever:
+    they wait without a timeout, and a transaction coordinator lost mid-request (its broker
+    died) left a route, and the commit lock it holds, waiting for good."""
+    producer._sender.wakeup()
+    if not request.wait(timeout_ms=ROUTE_WAIT_S * 1000):
+        raise KafkaTimeoutError(f"no answer to a transactional request within {ROUTE_WAIT_S:.0f} s")
 
 
 def _poll(consumer: KafkaConsumer) -> tuple[dict[TopicPartition, list[ConsumerRecord]], set[TopicPartition]]:

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import heapq
-import itertools
 import logging
 import math
 import time
@@ -94,85 +92,111 @@ class PartitionProgress:
 
 
 class Slots:
-    """`concurrency` slots. A freed one goes to the waiter with the most work behind it: the
-    hotel with the longest queue is the lane's critical path (a hot hotel's bookings run one
-    after another), so it must not wait in line behind every one-booking hotel. But a waiter
-    that has waited `patience_s` goes first, oldest first: a one-booking hotel (a lesson's,
-    behind a learner's backlog) is never starved."""
+    """`concurrency` slots. A freed one goes to the waiter with the most work behind it now:
+    the hotel with the longest queue is the lane's critical path (a hot hotel's bookings run
+    one after another), so it must not wait in line behind every one-booking hotel. But a
+    waiter that has waited `patience_s` goes first, oldest first: a one-booking hotel (a
+    lesson's, behind a learner's backlog) is never starved.
+
+    A shard whose next record is ready may run it on the slot it holds (`may_keep`) instead
+    of queueing again: a hot hotel's chain then never idles between its bookings. It gives
+    the slot up to a waiter with more work behind it; and while a waiter is patient, at
+    least one slot still turns over to waiters."""
 
     def __init__(self, count: int, *, patience_s: float = SLOT_PATIENCE_S) -> None:
-        self.free = count
+        self.count = self.free = count
+        self.kept = 0  # slots held on by their shard for its next record
         self.patience_s = patience_s
-        self._by_work: list[tuple[float, int, _Waiter]] = []  # heap of (-priority, arrival, waiter)
-        self._by_arrival: deque[_Waiter] = deque()
-        self._arrivals = itertools.count()
+        self._waiting: deque[_Waiter] = deque()  # in arrival order
 
-    async def acquire(self, priority: float) -> None:
-        if self.free > 0 and not self._by_arrival:  # a free slot means nobody waits (release gives it on)
+    async def acquire(self, priority: Callable[[], float]) -> None:
+        """`priority()`: the waiter's work behind it, asked again whenever a slot is given."""
+        if self.free > 0 and not self._waiting:  # a free slot means nobody waits (release gives it on)
             self.free -= 1
             return
-        waiter = _Waiter(asyncio.get_running_loop().create_future(), time.monotonic())
-        heapq.heappush(self._by_work, (-priority, next(self._arrivals), waiter))
-        self._by_arrival.append(waiter)
+        waiter = _Waiter(asyncio.get_running_loop().create_future(), time.monotonic(), priority)
+        self._waiting.append(waiter)
         try:
             await waiter.granted
         except asyncio.CancelledError:
             if waiter.granted.done() and not waiter.granted.cancelled():
                 self.release()  # granted as it was cancelled: hand it on
-            else:
-                self._forget_done()
             raise
+        finally:
+            self._forget_done()
+
+    def may_keep(self, holder: ShardSlot) -> bool:
+        """Whether `holder` may run its shard's next record on the slot it holds."""
+        self._forget_done()
+        if not self._waiting:
+            return True
+        if self._patient() is not None and self.kept - holder.kept >= self.count - 1:
+            return False
+        return max(w.priority() for w in self._waiting) <= holder.priority()
 
     def release(self) -> None:
         self._forget_done()
-        if self._by_arrival:
-            oldest = self._by_arrival[0]
-            waited_long = time.monotonic() - oldest.since >= self.patience_s
-            waiter = oldest if waited_long else self._most_work()
+        if self._waiting:
+            waiter = self._patient() or max(self._waiting, key=lambda w: w.priority())
             waiter.granted.set_result(None)
             self._forget_done()
             return
         self.free += 1
 
-    def _most_work(self) -> _Waiter:
-        while True:
-            _, _, waiter = heapq.heappop(self._by_work)
-            if not waiter.granted.done():
-                return waiter
+    def _patient(self) -> _Waiter | None:
+        oldest = self._waiting[0]
+        return oldest if time.monotonic() - oldest.since >= self.patience_s else None
 
     def _forget_done(self) -> None:
-        """Drop granted and cancelled waiters from the front of both orders."""
-        while self._by_arrival and self._by_arrival[0].granted.done():
-            self._by_arrival.popleft()
-        while self._by_work and self._by_work[0][2].granted.done():
-            heapq.heappop(self._by_work)
+        """Drop granted and cancelled waiters."""
+        if any(w.granted.done() for w in self._waiting):
+            self._waiting = deque(w for w in self._waiting if not w.granted.done())
 
 
 @dataclass
 class _Waiter:
     granted: asyncio.Future
     since: float
+    priority: Callable[[], float]
 
 
-class _Slot:
+class ShardSlot:
     """One of the dispatcher's slots, as held by the record running now (and that record's
     partition progress)."""
 
     def __init__(self, slots: Slots, progress: PartitionProgress, priority: Callable[[], float]) -> None:
-        self._slots, self.held, self.progress, self._priority = slots, False, progress, priority
+        self._slots, self.progress, self.priority = slots, progress, priority
+        self.held = self.kept = False
 
     async def take(self, *, resuming: bool = False) -> None:
         """`resuming`: a running record taking its slot back goes first."""
-        await self._slots.acquire(math.inf if resuming else self._priority())
+        await self._slots.acquire(_resuming_priority if resuming else self.priority)
         self.held = True
 
+    def keep_for_next(self) -> bool:
+        """Hold on for the shard's next record, if the slots allow it; else give it back."""
+        if self.held and self._slots.may_keep(self):
+            if not self.kept:
+                self.kept = True
+                self._slots.kept += 1
+            return True
+        self.give_back()
+        return False
+
     def give_back(self) -> None:
+        if self.kept:
+            self.kept = False
+            self._slots.kept -= 1
         if self.held:
             self.held = False
             self._slots.release()
 
 
-_running_slot: contextvars.ContextVar[_Slot | None] = contextvars.ContextVar("kafka_slot", default=None)
+def _resuming_priority() -> float:
+    return math.inf
+
+
+_running_slot: contextvars.ContextVar[ShardSlot | None] = contextvars.ContextVar("kafka_slot", default=None)
 
 
 class Dispatcher:
@@ -241,20 +265,24 @@ class Dispatcher:
 
     async def _run_shard(self, shard: tuple[int, Hashable], progress: PartitionProgress) -> None:
         queue = self._shards[shard]
+        slot = ShardSlot(self._slots, progress, priority=lambda: len(queue))  # its records' priority: the backlog
         try:
             if progress.before is not None:
                 await progress.before.wait_idle()
                 progress.before = None
             while queue and not (self.stopping or progress.revoked):
                 record = queue[0]
+                if slot.held and not (self._due_at(record) <= time.time() and slot.keep_for_next()):
+                    slot.give_back()  # a retry not due yet waits without a slot
                 if not await self._wait_until_due(record, progress):
                     return
-                if not await self._run_one(record, progress, backlog=lambda: len(queue)):
+                if not await self._run_one(record, progress, slot):
                     return
                 queue.popleft()
                 await progress.finish(record.offset)
                 self.finished.append(record)
         finally:
+            slot.give_back()
             del self._shards[shard]
 
     async def _wait_until_due(self, record: ConsumerRecord, progress: PartitionProgress) -> bool:
@@ -266,21 +294,22 @@ class Dispatcher:
             await asyncio.sleep(min(left, WAKE_S))
         return True
 
-    async def _run_one(self, record: ConsumerRecord, progress: PartitionProgress, *,
-                       backlog: Callable[[], int]) -> bool:
-        """Run the record until it settles (True), or its partition is revoked or the worker
-        stops while a failure waits to run again (False: it stays unfinished). `backlog`:
-        its shard's records left, the priority its slot is asked for with."""
+    async def _run_one(self, record: ConsumerRecord, progress: PartitionProgress, slot: ShardSlot) -> bool:
+        """Run the record until it settles (True; the shard still holds `slot`), or its
+        partition is revoked or the worker stops while a failure waits to run again (False:
+        it stays unfinished)."""
         while True:
-            slot = _Slot(self._slots, progress, priority=backlog)
-            await slot.take()
+            if not slot.held:
+                await slot.take()
             if self.stopping or progress.revoked:  # it came while this shard waited in line
                 slot.give_back()
                 return False
             token = _running_slot.set(slot)
             progress.running += 1
+            settled = False
             try:
                 await self._handle(record)
+                settled = True
                 return True
             except Revoked:
                 return False
@@ -290,7 +319,8 @@ class Dispatcher:
             finally:
                 progress.running -= 1
                 _running_slot.reset(token)
-                slot.give_back()
+                if not settled:
+                    slot.give_back()
                 await progress.notify()  # a route or a next run may be waiting for `running`
             if self.stopping or progress.revoked:
                 return False
