@@ -69,6 +69,7 @@ KEEP_POLLING_TIMEOUT_MS = 100  # time for a rebalance's join to make progress in
 MIN_POLL_INTERVAL_S = 60
 DLQ_READ_TIMEOUT_S = 30.0  # reading a partition's letters to its end; an error, not a hang
 STUCK_CHECK_AFTER_S = 10.0  # a healthy join takes well under a second
+NOT_WAITING_FOR_US = {"Stable", "Empty", "Dead"}  # group states in which no rebalance waits for a member
 EMPTY_POLLS_WHEN_IDLE = 3  # burst mode: this many empty polls in a row, then look at offsets
 # The producer sends at most 1 MiB a request: a bigger poison value is cut in its letter.
 LETTER_VALUE_MAX_BYTES = 512 * 1024
@@ -297,8 +298,8 @@ class KafkaBackend(Backend):
         return caught_up and session.empty_polls >= EMPTY_POLLS_WHEN_IDLE and dispatcher.idle  # no batch since
 
     async def _stuck(self, session: ConsumerSession) -> bool:
-        """Outside a stable group while the broker's group is Stable (it went on without
-        us), or longer than any join may wait (max_poll_interval): stuck, not waiting."""
+        """Outside a stable group while the broker's group is in no rebalance (it went on
+        without us), or longer than any join may wait (max_poll_interval): stuck, not waiting."""
         if session.unstable_since is None:
             return False
         waited_s = time.monotonic() - session.unstable_since
@@ -307,7 +308,9 @@ class KafkaBackend(Backend):
         if waited_s < STUCK_CHECK_AFTER_S or time.monotonic() - self._checked_at < STUCK_CHECK_AFTER_S:
             return False
         self._checked_at = time.monotonic()  # an admin round trip: not on every poll
-        return await self._in(self._inspect_thread, kafka_admin.group_state, self.settings) == "Stable"
+        # Stable: it went on with the others. Empty (or gone): it went on without anyone, what
+        # a lone worker's hung join looks like; before, that waited out the 75 s bound.
+        return await self._in(self._inspect_thread, kafka_admin.group_state, self.settings) in NOT_WAITING_FOR_US
 
     def _max_poll_interval_ms(self, concurrency: int) -> int:
         # The worker polls while records run; only the stop's drain waits for records, and
