@@ -430,10 +430,8 @@ class KafkaBackend(Backend):
             if delay_s is not None:
                 headers = [*headers, ("not-before", repr(time.time() + delay_s).encode())]
             router.send(topic, key=key, value=value, headers=headers)
-            transaction = router._transaction_manager
-            _wait_for(router, transaction.send_offsets_to_transaction(
-                {tp: OffsetAndMetadata(at, "", -1) for tp, at in offsets.items()}, group))
-            _wait_for(router, transaction.begin_commit())
+            _send_offsets(router, {tp: OffsetAndMetadata(at, "", -1) for tp, at in offsets.items()}, group)
+            _commit_transaction(router)
         except Exception:
             # Nothing was routed and the offset stays: the record runs again (here, or at
             # the member that owns its partition now, if a rebalance fenced us). After a
@@ -600,6 +598,16 @@ def _wait_for(producer: KafkaProducer, request) -> None:
     producer._sender.wakeup()
     if not request.wait(timeout_ms=ROUTE_WAIT_S * 1000):
         raise KafkaTimeoutError(f"no answer to a transactional request within {ROUTE_WAIT_S:.0f} s")
+
+
+def _send_offsets(producer: KafkaProducer, offsets: dict[TopicPartition, OffsetAndMetadata], group) -> None:
+    """`send_offsets_to_transaction`, with the bound of `_wait_for`."""
+    _wait_for(producer, producer._transaction_manager.send_offsets_to_transaction(offsets, group))
+
+
+def _commit_transaction(producer: KafkaProducer) -> None:
+    """`commit_transaction`, with the bound of `_wait_for`."""
+    _wait_for(producer, producer._transaction_manager.begin_commit())
 
 
 def _poll(consumer: KafkaConsumer) -> tuple[dict[TopicPartition, list[ConsumerRecord]], set[TopicPartition]]:
