@@ -99,3 +99,14 @@ def test_the_scaling_check_judges_points_up_to_the_cores_only():
     assert non_decreasing_until(curve, cores=2)
     assert not non_decreasing_until(curve, cores=4)  # 4 workers moved fewer than 2
     assert non_decreasing_until([{"workers": 2, "per_s": 7.5}, {"workers": 1, "per_s": 8.0}], cores=2)  # within 10 %
+
+
+def test_the_transport_layers_no_op_pipeline_takes_what_the_worker_passes():
+    """It raised on a new argument once: every transport booking was retried into the DLQ,
+    and the bench counted the dead letters as finished messages."""
+    import inspect
+
+    from labkit.bench.layers import NoOpPipeline
+    from labkit.pipeline import Pipeline
+
+    assert inspect.signature(NoOpPipeline.run).parameters.keys() == inspect.signature(Pipeline.run).parameters.keys()
