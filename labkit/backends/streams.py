@@ -29,6 +29,7 @@ from redis.exceptions import ResponseError
 from labkit import keys, names
 from labkit.backends.base import Backend, DeadLetter, LaneStats, Verdict, booking_id_of, preserved
 from labkit.connections import redis_bytes_client
+from labkit.status import coalescer
 from labkit.tasks import task_group
 from labkit.text import as_text as _s
 
@@ -299,10 +300,13 @@ class StreamsBackend(Backend):
         return batch
 
     async def _ack(self, entry: Entry) -> None:
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.xack(names.STREAM, names.GROUP, entry.id)
-        pipe.zrem(RETRY_DUE_KEY, entry.id)
-        await pipe.execute()
+        # In the round trip the other settling writes share. Not atomic, and need not be: a
+        # due-set member whose entry is acked is dropped by the next `_due_retries`.
+        round_trip = coalescer(self.redis)
+        await asyncio.gather(
+            round_trip.run(lambda pipe: pipe.xack(names.STREAM, names.GROUP, entry.id)),
+            round_trip.run(lambda pipe: pipe.zrem(RETRY_DUE_KEY, entry.id)),
+        )
 
     async def _retry(self, entry: Entry, delay_s: float, attempt: int) -> None:
         # Park it: still pending (nothing is lost), owned by no live worker, due later.

@@ -3,6 +3,7 @@ dead-lettered, and every charge of a booking that does not complete is refunded.
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from datetime import UTC, datetime, timedelta
 
@@ -17,9 +18,9 @@ HOTEL = "hotel-saga"
 RUN = uuid.uuid4().hex[:6]  # documents outlive the Redis flush between runs
 
 
-def booking(n: int):
+def booking(n: int, hotel: str = HOTEL):
     check_in = datetime.now(UTC).date() + timedelta(days=8)
-    return make_booking({"userId": f"user-{n}", "hotelId": HOTEL, "checkIn": check_in,
+    return make_booking({"userId": f"user-{n}", "hotelId": hotel, "checkIn": check_in,
                          "checkOut": check_in + timedelta(days=2)}, booking_id=f"bk-saga-{RUN}-{n}")
 
 
@@ -110,3 +111,17 @@ async def test_a_replay_after_delivery_keeps_the_confirmation(lab, pipeline):
     assert len(pipeline.effects.confirmations_for(one.bookingId)) == 2
     counters = (await lab.metrics.snapshot(["kafka"]))["kafka"].counters
     assert (counters["duplicate_effects"], counters["replays_prevented"]) == (0, 4)
+
+
+async def test_documents_are_delivered_after_the_lanes_folders_were_removed(pipeline):
+    """The effects make their folders once per process; a learner who deletes them while
+    workers run (cleaning the lab home by hand) loses the files, never the next booking's."""
+    first, second = booking(10), booking(11, hotel="hotel-saga-other")
+    effects = pipeline.effects
+    assert await run(pipeline, first) is Outcome.CONFIRMED
+    shutil.rmtree(effects.drafts_dir.parent)
+
+    assert await run(pipeline, second) is Outcome.CONFIRMED
+    assert [p.suffix for p in effects.confirmations_for(second.bookingId)] == [".pdf", ".eml"]
+    assert effects.confirmations_for(second.bookingId)[0].read_bytes().startswith(b"%PDF")
+    assert not list(effects.drafts_dir.iterdir())  # delivered, and no temp file left behind
