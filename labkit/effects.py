@@ -28,7 +28,7 @@ from labkit import keys
 from labkit.booking import Booking
 from labkit.documents import confirmation_email, confirmation_pdf
 from labkit.metrics import Metrics
-from labkit.status import coalescer
+from labkit.round_trip import coalescer
 
 DEFAULT_ROOMS = 100  # rooms per night of a hotel nobody stocked
 _temp_numbers = itertools.count()  # with the pid, a temp file name no other writer uses

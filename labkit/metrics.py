@@ -7,7 +7,6 @@ prometheus_client's own metric families.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -16,11 +15,29 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from redis.asyncio import Redis
 
 from labkit import keys
-from labkit.status import coalescer
+from labkit.round_trip import coalescer
 from labkit.text import as_text as _s
 
 # Seconds from publish to a terminal state; spans time_scale 0 (ms) to seed durations (12 s+).
 BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 20, 30, 60, 120)
+# Lua: count a booking that first arrived at a terminal state, and its latency from publish
+# (both times epoch seconds as text; no publish time, no latency). The status change calls it
+# in the same script (status.py).
+_LUA_BUCKETS = ", ".join(f"{{{bound!r}, 'b:{bound}'}}" for bound in BUCKETS_S)  # {bound, field}
+COUNT_FINISHED_FN = "local latency_buckets = {" + _LUA_BUCKETS + "}" + """
+local function count_finished(counters, latency, state, now, published_at)
+  redis.call('HINCRBY', counters, (string.gsub(state, '-', '_')), 1)
+  if published_at == '' then return end
+  local seconds = math.max(0, tonumber(now) - tonumber(published_at))
+  local field = 'b:inf'
+  for _, bucket in ipairs(latency_buckets) do
+    if seconds <= bucket[1] then field = bucket[2]; break end
+  end
+  redis.call('HINCRBY', latency, field, 1)
+  redis.call('HINCRBYFLOAT', latency, 'sum', tostring(seconds))
+  redis.call('HINCRBY', latency, 'count', 1)
+end
+"""
 COUNTERS = (
     "published",
     "started",
@@ -65,16 +82,6 @@ class Metrics:
 
     async def incr(self, lane: str, counter: str, by: int = 1) -> None:
         await self._round_trip.run(lambda pipe: pipe.hincrby(keys.counters(lane), counter, by))
-
-    async def observe_latency(self, lane: str, seconds: float) -> None:
-        bound = next((b for b in BUCKETS_S if seconds <= b), "inf")
-        key = keys.latency(lane)
-        # Queued in the same turn, so the three go in one round trip, one after another.
-        await asyncio.gather(
-            self._round_trip.run(lambda pipe: pipe.hincrby(key, f"b:{bound}", 1)),
-            self._round_trip.run(lambda pipe: pipe.hincrbyfloat(key, "sum", seconds)),
-            self._round_trip.run(lambda pipe: pipe.hincrby(key, "count", 1)),
-        )
 
     async def snapshot(self, lanes: Iterable[str]) -> dict[str, LaneMetrics]:
         lanes = list(lanes)

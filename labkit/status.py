@@ -1,27 +1,24 @@
 """Per-lane booking status: state, progress, attempts, history, and change events.
 
 All of it lives in Redis, so the API, the dashboard, notebooks and every worker process see
-one truth. Each change is one Lua script: state, per-state counts, history and the event
-stream never disagree.
+one truth. Each change is one Lua script: state, per-state counts, history, the event
+stream, and a finished booking's counter and latency never disagree.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import json
 import time
-import weakref
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
 
 from labkit import keys
+from labkit.metrics import COUNT_FINISHED_FN
+from labkit.round_trip import coalescer
 from labkit.text import as_text as _text
 
 
@@ -97,7 +94,14 @@ local function transition(k, a)
 end
 """
 
-_TRANSITION = _TRANSITION_FN + "return transition(KEYS, ARGV)"
+# The single-booking change; KEYS 6 and 7 are the lane's counters and latency histogram,
+# counted in the same call when the booking first arrives at a terminal state, so a worker
+# that dies between the two can never leave a finished booking uncounted.
+_TRANSITION = _TRANSITION_FN + COUNT_FINISHED_FN + """
+local changed = transition(KEYS, ARGV)
+if changed[3] == 1 then count_finished(KEYS[6], KEYS[7], ARGV[3], ARGV[6], changed[2]) end
+return changed
+"""
 
 # A run's progress reports, in order, in one call. KEYS as the single-booking script; ARGV =
 # the first report's 12 arguments, then (progress, detail, at) of each further report.
@@ -137,68 +141,6 @@ for i, id in ipairs(ARGV) do
   end
 end
 """
-
-
-class Coalescer:
-    """One pipelined round trip for every command queued in the same event-loop turn.
-
-    A worker with 16 bookings in flight changes 16 statuses, charges, counters at about the
-    same moment; sent one by one they cost 16 sends, 16 reads and 16 trips through the
-    client's connection pool — the lab's largest cost per booking at time_scale 0. Each
-    caller still awaits its own reply, so its next step sees its write done.
-    """
-
-    def __init__(self, redis: Redis) -> None:
-        self._redis = redis
-        self._queued: list[tuple[Callable[[Any], Any], asyncio.Future]] = []
-        self._flushes: set[asyncio.Task] = set()
-
-    async def run(self, queue: Callable[[Any], Any]) -> Any:
-        """`queue(pipe)` adds one command to the shared pipeline; returns that command's reply."""
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
-        self._queued.append((queue, future))
-        if len(self._queued) == 1:  # the first of this turn sends them all, one turn later
-            flush = loop.create_task(self._flush())
-            self._flushes.add(flush)
-            flush.add_done_callback(self._flushes.discard)
-        return await future
-
-    async def script(self, script: AsyncScript, *, keys: list, args: list) -> Any:
-        """A registered Lua script, by its sha, in the shared round trip."""
-        try:
-            return await self.run(lambda pipe: pipe.evalsha(script.sha, len(keys), *keys, *args))
-        except NoScriptError:  # the server forgot it (a restart): load it on this call
-            return await script(keys=keys, args=args)
-
-    async def _flush(self) -> None:
-        batch, self._queued = self._queued, []
-        try:
-            pipe = self._redis.pipeline(transaction=False)
-            for queue, _future in batch:
-                queued = queue(pipe)
-                if inspect.isawaitable(queued):
-                    await queued
-            replies = await pipe.execute(raise_on_error=False)
-        except Exception as exc:  # noqa: BLE001 - each caller gets the failure to handle
-            replies = [exc] * len(batch)
-        for (_queue, future), reply in zip(batch, replies, strict=True):
-            if future.done():  # its caller was cancelled
-                continue
-            if isinstance(reply, Exception):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
-
-
-_coalescers: weakref.WeakKeyDictionary[Redis, Coalescer] = weakref.WeakKeyDictionary()
-
-
-def coalescer(redis: Redis) -> Coalescer:
-    """The one coalescer of a client: every store on it shares the round trip."""
-    if redis not in _coalescers:
-        _coalescers[redis] = Coalescer(redis)
-    return _coalescers[redis]
 
 
 @dataclass
@@ -258,12 +200,13 @@ class StatusStore:
         self, lane: str, booking_id: str, state: State, *, redrive: bool = False, **fields: Any
     ) -> Change:
         """Move a booking to `state`; fields: progress, attempt, detail, job_id, published_at.
+        Its first arrival at a terminal state is counted in the lane's metrics too.
 
         `queued` is refused for a booking that already has a status unless `redrive=True`:
         the dead-letter queue's redrive is the one way to start a booking over."""
         old, published, first, applied = await self._round_trip.script(
             self._script,
-            keys=_script_keys(lane, booking_id),
+            keys=[*_script_keys(lane, booking_id), keys.counters(lane), keys.latency(lane)],
             args=_script_args(lane, booking_id, state, redrive=redrive,
                               retention_s=self.retention_s, **fields),
         )

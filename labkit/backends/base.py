@@ -256,13 +256,8 @@ class Backend(ABC):
         if not booking_id:  # an unreadable message has no status to move, only a count
             await self.metrics.incr(self.lane, counter)
             return
-        change = await self.status.transition(self.lane, booking_id, final, attempt=attempt, detail=detail)
-        if not change.first_terminal:
-            return
-        counted = [self.metrics.incr(self.lane, counter)]
-        if change.published_at:
-            counted.append(self.metrics.observe_latency(self.lane, max(0.0, time.time() - change.published_at)))
-        await asyncio.gather(*counted)  # one round trip
+        # counted, with its latency, by the same script, on its first arrival only
+        await self.status.transition(self.lane, booking_id, final, attempt=attempt, detail=detail)
 
     async def retry_policy(self) -> RetryPolicy:
         """The live policy a lesson set (every worker follows it), else this worker's settings."""

@@ -52,7 +52,7 @@ from labkit.backends.base import (
     preserved,
 )
 from labkit.backends.kafka_dispatch import Dispatcher, Ordering, Revoked
-from labkit.status import coalescer
+from labkit.round_trip import coalescer
 from labkit.text import as_text as _s
 
 log = logging.getLogger(__name__)

@@ -29,7 +29,7 @@ from redis.exceptions import ResponseError
 from labkit import keys, names
 from labkit.backends.base import Backend, DeadLetter, LaneStats, Verdict, booking_id_of, preserved
 from labkit.connections import redis_bytes_client
-from labkit.status import coalescer
+from labkit.round_trip import coalescer
 from labkit.tasks import task_group
 from labkit.text import as_text as _s
 

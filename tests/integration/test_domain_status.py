@@ -62,3 +62,20 @@ async def test_only_an_explicit_redrive_puts_a_dead_letter_back_to_queued(lab):
     assert redriven.applied and redriven.old is State.DEAD_LETTERED
     again = await lab.status.transition("bullmq", one.bookingId, State.COMPLETED, attempt=1)
     assert again.first_terminal  # the redriven run counts once more when it finishes
+
+
+async def test_a_finished_booking_is_counted_with_its_latency_once_in_the_same_change(lab):
+    """The counter and the latency histogram move in the status change's own script: a late
+    duplicate adds nothing, and a worker dying after the change cannot leave it uncounted."""
+    one, unpublished = booking(4), booking(5)
+    published_at = datetime.now(UTC).timestamp() - 0.3  # finished 0.3 s after its publish
+    await lab.status.claim_new("streams", [(one.bookingId, "job-4", published_at)])
+    await lab.status.transition("streams", one.bookingId, State.COMPLETED, attempt=1)
+    await lab.status.transition("streams", one.bookingId, State.COMPLETED, attempt=2)  # a late copy
+    await lab.status.transition("streams", unpublished.bookingId, State.DEAD_LETTERED, attempt=1)
+
+    metrics = (await lab.metrics.snapshot(["streams"]))["streams"]
+    assert (metrics.counters["completed"], metrics.counters["dead_lettered"]) == (1, 1)
+    assert metrics.latency_count == 1  # no publish time, no latency
+    assert (metrics.buckets[0.25], metrics.buckets[0.5]) == (0, 1)
+    assert 0.3 <= metrics.latency_sum_s < 0.5
