@@ -254,7 +254,7 @@ class Effects:
     def _in_made_dir(self, path: Path, write: Callable[[], None]) -> None:
         """`write` a file in `path`'s directory, made the first time this process needs it
         (or again, when somebody removed it meanwhile: a learner's `rm -rf` of the lab home).
-        Asking the file system for the directory before every write cost more than the write."""
+        Making sure of it before every file cost two system calls and an exception each."""
         folder = path.parent
         if folder not in self._made_dirs:
             folder.mkdir(parents=True, exist_ok=True)

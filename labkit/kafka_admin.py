@@ -207,19 +207,27 @@ async def wait_for_stable_group(
     timeout_s: float = 60.0, poll_s: float = 0.5,
 ) -> GroupView:
     """Until the group is Stable with `members` members and every partition of `topic` owned;
-    returns that view. TimeoutError names the last state seen."""
-    view = GroupView(None, [])
+    returns that view. TimeoutError names the last state seen. A retriable broker error is
+    one more "not yet": a fresh broker answers the first question about a group with
+    CoordinatorNotAvailable while it creates `__consumer_offsets`."""
+    view, error = GroupView(None, []), ""
     try:
         with anyio.fail_after(timeout_s):
             while True:
-                view = await anyio.to_thread.run_sync(group_view, settings, group, topic)
-                if view.settled(members):
-                    return view
+                try:
+                    view = await anyio.to_thread.run_sync(group_view, settings, group, topic)
+                except kafka_errors.KafkaError as exc:
+                    if not exc.retriable:
+                        raise
+                    error = f"; last error {type(exc).__name__}"
+                else:
+                    if view.settled(members):
+                        return view
                 await anyio.sleep(poll_s)
     except TimeoutError:
         raise TimeoutError(
             f"group {group} not stable with {members} members after {timeout_s:.0f}s: "
-            f"state {view.state}, members {view.members}, owners {sorted(view.owners)}"
+            f"state {view.state}, members {view.members}, owners {sorted(view.owners)}{error}"
         ) from None
 
 

@@ -239,3 +239,25 @@ def test_redis_memory_warning_names_the_way_out():
     near = redis_server.memory_warning(int(0.9 * gib), gib)
     assert near and "maxmemory 1024 MiB" in near and "LABKIT_RETENTION_S" in near
     assert redis_server.memory_warning(2 * gib, 0) and "no maxmemory" in redis_server.memory_warning(2 * gib, 0)
+
+
+async def test_waiting_for_a_stable_group_outlasts_a_fresh_brokers_coordinator_election(tmp_path, monkeypatch):
+    """A fresh broker answers the first question about a group with CoordinatorNotAvailable
+    (retriable): one more "not yet", not the end of a scaling curve. Other errors still end it."""
+    answers = [kafka_admin.kafka_errors.CoordinatorNotAvailableError(),
+               kafka_admin.GroupView("PreparingRebalance", []),
+               kafka_admin.GroupView("Stable", ["pid 1"])]
+
+    def group_view(*_args):
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(kafka_admin, "group_view", group_view)
+    view = await kafka_admin.wait_for_stable_group(settings(tmp_path), members=1, poll_s=0.01)
+    assert (view.state, view.members, answers) == ("Stable", ["pid 1"], [])
+
+    answers[:] = [kafka_admin.kafka_errors.GroupAuthorizationFailedError()]
+    with pytest.raises(kafka_admin.kafka_errors.GroupAuthorizationFailedError):
+        await kafka_admin.wait_for_stable_group(settings(tmp_path), members=1, poll_s=0.01)
