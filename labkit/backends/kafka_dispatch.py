@@ -272,8 +272,10 @@ class Dispatcher:
                 progress.before = None
             while queue and not (self.stopping or progress.revoked):
                 record = queue[0]
-                if slot.held and not (self._due_at(record) <= time.time() and slot.keep_for_next()):
+                if slot.held and self._due_at(record) > time.time():
                     slot.give_back()  # a retry not due yet waits without a slot
+                elif slot.held:
+                    slot.keep_for_next()  # or gives it back, when another shard's turn has come
                 if not await self._wait_until_due(record, progress):
                     return
                 if not await self._run_one(record, progress, slot):
