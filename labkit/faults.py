@@ -15,6 +15,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from labkit.keys import FAULTS_KEY, SAVED_FAULTS_KEY
+from labkit.round_trip import coalescer
 from labkit.text import as_text as _text
 
 STEPS = ("validate", "payment", "pdf", "email", "inventory")
@@ -123,7 +124,8 @@ class FaultStore:
 
     async def current(self) -> Faults:
         if time.monotonic() - self._read_at > CACHE_S:
-            raw = await self._redis.hgetall(FAULTS_KEY)
+            # The bookings in flight find it expired together: their reads share a round trip.
+            raw = await coalescer(self._redis).run(lambda pipe: pipe.hgetall(FAULTS_KEY))
             self._cached = Faults({_text(k): _text(v) for k, v in raw.items()})
             self._read_at = time.monotonic()
         return self._cached

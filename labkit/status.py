@@ -7,11 +7,13 @@ stream, and a finished booking's counter and latency never disagree.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import partial
 from typing import Any
 
 from redis.asyncio import Redis
@@ -232,8 +234,7 @@ class StatusStore:
 
     async def state(self, lane: str, booking_id: str) -> State | None:
         """Just one booking's state, in the shared round trip."""
-        raw = await self._round_trip.run(lambda pipe: pipe.hget(keys.status(lane, booking_id), "state"))
-        return State(_text(raw)) if raw else None
+        return (await self.many(lane, [booking_id]))[booking_id]
 
     async def claim_new(
         self, lane: str, entries: Iterable[tuple[str, str, float]]
@@ -273,10 +274,9 @@ class StatusStore:
     async def name_job_ids(self, lane: str, job_ids: dict[str, str]) -> None:
         """Record the technology's id of each just-published booking: what a re-publish of
         it answers (a worker writes the same id when it starts the job)."""
-        pipe = self._redis.pipeline(transaction=False)
-        for booking_id, job_id in job_ids.items():
-            pipe.hset(keys.status(lane, booking_id), "jobId", job_id)
-        await pipe.execute()
+        await asyncio.gather(*(  # in the shared round trip: a publish's counter goes with them
+            self._round_trip.run(partial(_name_job_id, keys.status(lane, booking_id), job_id))
+            for booking_id, job_id in job_ids.items()))
 
     async def get(self, lane: str, booking_id: str) -> BookingStatus | None:
         pipe = self._redis.pipeline(transaction=False)
@@ -300,12 +300,11 @@ class StatusStore:
         )
 
     async def many(self, lane: str, booking_ids: Iterable[str]) -> dict[str, State | None]:
-        """Just the states, in one round trip: for waiting on hundreds of bookings."""
+        """Just the states, in the shared round trip: for waiting on hundreds of bookings, and
+        for a worker's check of one before it runs it."""
         ids = list(booking_ids)
-        pipe = self._redis.pipeline(transaction=False)
-        for booking_id in ids:
-            pipe.hget(keys.status(lane, booking_id), "state")
-        states = await pipe.execute()
+        states = await asyncio.gather(*(
+            self._round_trip.run(partial(_state_of, keys.status(lane, booking_id))) for booking_id in ids))
         return {b: State(_text(s)) if s else None for b, s in zip(ids, states, strict=True)}
 
     async def counts(self, lane: str) -> dict[str, int]:
@@ -324,6 +323,14 @@ class StatusStore:
                 for entry_id, fields in entries:
                     last_id = _text(entry_id)
                     yield last_id, {_text(k): _text(v) for k, v in fields.items()}
+
+
+def _state_of(status_key: str, pipe: Any) -> Any:
+    return pipe.hget(status_key, "state")
+
+
+def _name_job_id(status_key: str, job_id: str, pipe: Any) -> Any:
+    return pipe.hset(status_key, "jobId", job_id)
 
 
 def _script_keys(lane: str, booking_id: str) -> list[str]:

@@ -152,8 +152,8 @@ class Backend(ABC):
             await self.status.release(self.lane, [env.data.bookingId for env in envelopes])
             raise
         job_ids = {env.data.bookingId: job_id for env, job_id in zip(envelopes, ids, strict=True)}
-        await self.status.name_job_ids(self.lane, job_ids)
-        await self.metrics.incr(self.lane, "published", len(envelopes))
+        await asyncio.gather(self.status.name_job_ids(self.lane, job_ids),  # one round trip
+                             self.metrics.incr(self.lane, "published", len(envelopes)))
         return job_ids
 
     async def publish_raw(self, payload: str, *, key: str = "raw") -> str:
