@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from redis.asyncio import Redis
@@ -29,6 +29,13 @@ class Coalescer:
 
     async def run(self, queue: Callable[[Any], Any]) -> Any:
         """`queue(pipe)` adds one command to the shared pipeline; returns that command's reply."""
+        return await self._enqueue(queue)
+
+    async def run_all(self, queues: Iterable[Callable[[Any], Any]]) -> list[Any]:
+        """Several commands, sent in this order in the same round trip; their replies."""
+        return await asyncio.gather(*map(self._enqueue, queues))  # futures: no task each
+
+    def _enqueue(self, queue: Callable[[Any], Any]) -> asyncio.Future:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self._queued.append((queue, future))
@@ -36,7 +43,7 @@ class Coalescer:
             flush = loop.create_task(self._flush())
             self._flushes.add(flush)
             flush.add_done_callback(self._flushes.discard)
-        return await future
+        return future
 
     async def script(self, script: AsyncScript, *, keys: list, args: list) -> Any:
         """A registered Lua script, by its sha, in the shared round trip."""

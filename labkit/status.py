@@ -7,7 +7,6 @@ stream, and a finished booking's counter and latency never disagree.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -274,9 +273,8 @@ class StatusStore:
     async def name_job_ids(self, lane: str, job_ids: dict[str, str]) -> None:
         """Record the technology's id of each just-published booking: what a re-publish of
         it answers (a worker writes the same id when it starts the job)."""
-        await asyncio.gather(*(  # in the shared round trip: a publish's counter goes with them
-            self._round_trip.run(partial(_name_job_id, keys.status(lane, booking_id), job_id))
-            for booking_id, job_id in job_ids.items()))
+        await self._round_trip.run_all(  # in the shared round trip: the publish's counter goes with them
+            partial(_name_job_id, keys.status(lane, booking_id), job_id) for booking_id, job_id in job_ids.items())
 
     async def get(self, lane: str, booking_id: str) -> BookingStatus | None:
         pipe = self._redis.pipeline(transaction=False)
@@ -303,8 +301,7 @@ class StatusStore:
         """Just the states, in the shared round trip: for waiting on hundreds of bookings, and
         for a worker's check of one before it runs it."""
         ids = list(booking_ids)
-        states = await asyncio.gather(*(
-            self._round_trip.run(partial(_state_of, keys.status(lane, booking_id))) for booking_id in ids))
+        states = await self._round_trip.run_all(partial(_state_of, keys.status(lane, b)) for b in ids)
         return {b: State(_text(s)) if s else None for b, s in zip(ids, states, strict=True)}
 
     async def counts(self, lane: str) -> dict[str, int]:

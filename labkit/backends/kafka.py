@@ -352,9 +352,8 @@ class KafkaBackend(Backend):
 
     async def _count_delivery(self, record: ConsumerRecord) -> int:
         key = keys.kafka_deliveries(record.topic, record.partition, record.offset)
-        round_trip = coalescer(self.redis)  # queued in one turn: sent together, in this order
-        deliveries, _ = await asyncio.gather(round_trip.run(lambda pipe: pipe.incr(key)),
-                                             round_trip.run(lambda pipe: pipe.expire(key, DELIVERIES_TTL_S)))
+        deliveries, _ = await coalescer(self.redis).run_all([lambda pipe: pipe.incr(key),
+                                                             lambda pipe: pipe.expire(key, DELIVERIES_TTL_S)])
         return deliveries
 
     async def _ack(self, record: ConsumerRecord) -> None:

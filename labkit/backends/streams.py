@@ -302,11 +302,8 @@ class StreamsBackend(Backend):
     async def _ack(self, entry: Entry) -> None:
         # In the round trip the other settling writes share. Not atomic, and need not be: a
         # due-set member whose entry is acked is dropped by the next `_due_retries`.
-        round_trip = coalescer(self.redis)
-        await asyncio.gather(
-            round_trip.run(lambda pipe: pipe.xack(names.STREAM, names.GROUP, entry.id)),
-            round_trip.run(lambda pipe: pipe.zrem(RETRY_DUE_KEY, entry.id)),
-        )
+        await coalescer(self.redis).run_all([lambda pipe: pipe.xack(names.STREAM, names.GROUP, entry.id),
+                                             lambda pipe: pipe.zrem(RETRY_DUE_KEY, entry.id)])
 
     async def _retry(self, entry: Entry, delay_s: float, attempt: int) -> None:
         # Park it: still pending (nothing is lost), owned by no live worker, due later.
