@@ -178,11 +178,10 @@ class BookingStatus:
 
 @dataclass(frozen=True)
 class Change:
-    """What `transition` changed: the caller records metrics on first arrival at a terminal."""
+    """What `transition` changed (a first arrival at a terminal state is counted by the script)."""
 
     old: State | None
     new: State
-    published_at: float | None
     first_terminal: bool = False
     applied: bool = True  # False: refused (a known booking queued again) or a late duplicate
 
@@ -205,7 +204,7 @@ class StatusStore:
 
         `queued` is refused for a booking that already has a status unless `redrive=True`:
         the dead-letter queue's redrive is the one way to start a booking over."""
-        old, published, first, applied = await self._round_trip.script(
+        old, _published, first, applied = await self._round_trip.script(
             self._script,
             keys=[*_script_keys(lane, booking_id), keys.counters(lane), keys.latency(lane)],
             args=_script_args(lane, booking_id, state, redrive=redrive,
@@ -215,7 +214,6 @@ class StatusStore:
         return Change(
             old=State(old_text) if old_text else None,
             new=state,
-            published_at=float(_text(published)) if published else None,
             first_terminal=bool(int(first)),
             applied=bool(int(applied)),
         )

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 
 from labkit.bench.histogram import LatencyHistogram
+from labkit.bench.layers import NoOpPipeline
 from labkit.bench.pacing import intended_times, latency_from_intended, paced, stalled_service
 from labkit.bench.scaling import non_decreasing_until
 from labkit.bench.stats import Repeated, ratio
+from labkit.pipeline import Pipeline
 
 
 def test_percentiles_of_one_to_a_thousand_ms_are_within_the_precision():
@@ -104,9 +108,4 @@ def test_the_scaling_check_judges_points_up_to_the_cores_only():
 def test_the_transport_layers_no_op_pipeline_takes_what_the_worker_passes():
     """It raised on a new argument once: every transport booking was retried into the DLQ,
     and the bench counted the dead letters as finished messages."""
-    import inspect
-
-    from labkit.bench.layers import NoOpPipeline
-    from labkit.pipeline import Pipeline
-
     assert inspect.signature(NoOpPipeline.run).parameters.keys() == inspect.signature(Pipeline.run).parameters.keys()
